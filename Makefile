@@ -1,0 +1,46 @@
+# dmarc-exporter: the usual targets. `make test` is the command CI runs.
+GO ?= go
+# Debian packages the tests need; `make deps` installs the missing ones
+# when run as root and fails with their names otherwise.
+APT_PACKAGES ?=
+FUZZTIME ?= 60s
+
+.PHONY: all build test deps vet style fuzz bench docker
+
+all: build
+
+build:
+	$(GO) build -o dmarc-exporter ./cmd/dmarc-exporter
+
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+		else \
+			echo "missing Debian packages:$$missing (run make deps as root)"; exit 1; \
+		fi; \
+	fi
+
+test: deps style vet
+	$(GO) test -count=1 ./...
+
+vet:
+	$(GO) vet ./...
+
+style:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+fuzz:
+	$(GO) test ./report -run '^$$' -fuzz '^FuzzAggregateDecoder$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./report -run '^$$' -fuzz '^FuzzWalk$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./report -run '^$$' -fuzz '^FuzzMail$$' -fuzztime $(FUZZTIME)
+
+bench:
+	$(GO) test ./report -run '^$$' -bench . -benchmem
+
+docker:
+	docker build -t dmarc-exporter .

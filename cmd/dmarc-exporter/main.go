@@ -1,0 +1,40 @@
+// Command dmarc-exporter turns DMARC reports into Prometheus metrics.
+//
+// Subcommands:
+//
+//	parse FILE...   print every report found in the files as NDJSON
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/common/version"
+)
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+// run parses the command line and runs a subcommand; it returns the exit status.
+func run(args []string, stdout, stderr io.Writer) int {
+	app := kingpin.New("dmarc-exporter", "A Prometheus exporter for DMARC reports.")
+	app.Version(version.Print("dmarc-exporter"))
+	app.HelpFlag.Short('h')
+	app.UsageWriter(stderr)
+	app.ErrorWriter(stderr)
+	app.Terminate(nil)
+
+	parse := newParseCmd(app)
+
+	cmd, err := app.Parse(args)
+	if err != nil {
+		fmt.Fprintf(stderr, "dmarc-exporter: %v\n", err)
+		return 2
+	}
+	switch cmd {
+	case parse.cmd.FullCommand():
+		return parse.run(stdout, stderr)
+	}
+	return 0
+}

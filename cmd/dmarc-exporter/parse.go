@@ -1,0 +1,246 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+
+	"github.com/dmarc-exporter/dmarc-exporter/report"
+)
+
+// parseCmd is `dmarc-exporter parse FILE...`: it prints one JSON object per
+// report per line on stdout and `FILE: reason` on stderr for each file that
+// fails. A file's reports are printed only when the whole file was read, so
+// the output never holds part of a broken file.
+type parseCmd struct {
+	cmd   *kingpin.CmdClause
+	files *[]string
+}
+
+func newParseCmd(app *kingpin.Application) *parseCmd {
+	c := &parseCmd{cmd: app.Command("parse", "Print every report found in FILEs as one JSON object per line.")}
+	c.files = c.cmd.Arg("file", "report files (XML, gzip, zip or whole mails) or directories to read recursively").Required().Strings()
+	return c
+}
+
+func (c *parseCmd) run(stdout, stderr io.Writer) int {
+	status := 0
+	lim := report.DefaultLimits()
+	for _, arg := range *c.files {
+		err := forEachFile(arg, func(name string) {
+			if err := parseFile(name, lim, stdout); err != nil {
+				fmt.Fprintf(stderr, "%s: %v\n", name, err)
+				status = 1
+			}
+		})
+		if err != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", arg, err)
+			status = 1
+		}
+	}
+	return status
+}
+
+// forEachFile calls fn for name, or for every regular file below it, in
+// lexical order, when name is a directory.
+func forEachFile(name string, fn func(string)) error {
+	fi, err := os.Stat(name)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		fn(name)
+		return nil
+	}
+	return filepath.WalkDir(name, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			fn(path)
+		}
+		return nil
+	})
+}
+
+// parseFile writes the NDJSON lines of one file to out, or nothing and an
+// error.
+func parseFile(name string, lim report.Limits, out io.Writer) error {
+	f, err := os.Open(name)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	buf := newSpillBuffer(8 << 20)
+	defer buf.Close()
+	err = report.Walk(f, lim, func(doc report.Document) error {
+		if doc.Kind != report.KindAggregate {
+			return doc.Unsupported()
+		}
+		return writeAggregate(buf, name, doc)
+	})
+	if err != nil {
+		return err
+	}
+	return buf.CopyTo(out)
+}
+
+// aggregateJSON is the head of one output line; records follow it.
+type aggregateJSON struct {
+	File             string                 `json:"file"`
+	Part             string                 `json:"part,omitempty"`
+	Kind             report.Kind            `json:"kind"`
+	Reporter         string                 `json:"reporter"`
+	ReporterEmail    string                 `json:"reporter_email"`
+	ExtraContactInfo string                 `json:"extra_contact_info,omitempty"`
+	ReportID         string                 `json:"report_id"`
+	Domain           string                 `json:"domain"`
+	Begin            string                 `json:"begin"`
+	End              string                 `json:"end"`
+	Version          string                 `json:"version,omitempty"`
+	Namespace        string                 `json:"namespace,omitempty"`
+	Generator        string                 `json:"generator,omitempty"`
+	Errors           []string               `json:"errors,omitempty"`
+	Policy           report.PolicyPublished `json:"policy"`
+	Extensions       []report.Extension     `json:"extensions,omitempty"`
+	Records          int                    `json:"record_count"`
+	Messages         uint64                 `json:"message_count"`
+	Flagged          int                    `json:"flagged_records"`
+}
+
+// writeAggregate decodes one aggregate report and writes its line. Records
+// stream through a temporary buffer so that the head, which comes first,
+// can carry the totals.
+func writeAggregate(w io.Writer, name string, doc report.Document) error {
+	dec := report.NewAggregateDecoder(doc.Body, report.DefaultLimits())
+	hdr, err := dec.Header()
+	if err != nil {
+		return err
+	}
+	recs := newSpillBuffer(8 << 20)
+	defer recs.Close()
+	var messages uint64
+	var flagged int
+	for {
+		rec, err := dec.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if dec.Records() > 1 {
+			recs.Write([]byte{','})
+		}
+		line, err := json.Marshal(rec)
+		if err != nil {
+			return err
+		}
+		recs.Write(line)
+		messages += rec.Count
+		if rec.Problem != "" {
+			flagged++
+		}
+	}
+	head, err := json.Marshal(aggregateJSON{
+		File:             name,
+		Part:             doc.Part,
+		Kind:             report.KindAggregate,
+		Reporter:         hdr.Metadata.OrgName,
+		ReporterEmail:    hdr.Metadata.Email,
+		ExtraContactInfo: hdr.Metadata.ExtraContactInfo,
+		ReportID:         hdr.Metadata.ReportID,
+		Domain:           hdr.Policy.Domain,
+		Begin:            hdr.Metadata.Begin.UTC().Format(time.RFC3339),
+		End:              hdr.Metadata.End.UTC().Format(time.RFC3339),
+		Version:          hdr.Version,
+		Namespace:        hdr.Namespace,
+		Generator:        hdr.Metadata.Generator,
+		Errors:           hdr.Metadata.Errors,
+		Policy:           hdr.Policy,
+		Extensions:       hdr.Extensions,
+		Records:          dec.Records(),
+		Messages:         messages,
+		Flagged:          flagged,
+	})
+	if err != nil {
+		return err
+	}
+	// head is `{...}`: reopen it to append the records array.
+	if _, err := w.Write(head[:len(head)-1]); err != nil {
+		return err
+	}
+	if _, err := io.WriteString(w, `,"records":[`); err != nil {
+		return err
+	}
+	if err := recs.CopyTo(w); err != nil {
+		return err
+	}
+	_, err = io.WriteString(w, "]}\n")
+	return err
+}
+
+// spillBuffer holds written bytes in memory up to a bound and in a
+// temporary file beyond it, so that output for a huge report does not
+// have to fit in memory.
+type spillBuffer struct {
+	mem  []byte
+	max  int
+	file *os.File
+	err  error
+}
+
+func newSpillBuffer(max int) *spillBuffer { return &spillBuffer{max: max} }
+
+func (b *spillBuffer) Write(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	if b.file == nil && len(b.mem)+len(p) <= b.max {
+		b.mem = append(b.mem, p...)
+		return len(p), nil
+	}
+	if b.file == nil {
+		if b.file, b.err = os.CreateTemp("", "dmarc-exporter-parse-*"); b.err != nil {
+			return 0, b.err
+		}
+		os.Remove(b.file.Name()) // unlinked: gone when closed
+		if _, b.err = b.file.Write(b.mem); b.err != nil {
+			return 0, b.err
+		}
+		b.mem = nil
+	}
+	n, err := b.file.Write(p)
+	b.err = err
+	return n, err
+}
+
+// CopyTo copies everything written so far to w.
+func (b *spillBuffer) CopyTo(w io.Writer) error {
+	if b.err != nil {
+		return b.err
+	}
+	if b.file == nil {
+		_, err := w.Write(b.mem)
+		return err
+	}
+	if _, err := b.file.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	_, err := io.Copy(w, b.file)
+	return err
+}
+
+func (b *spillBuffer) Close() error {
+	if b.file == nil {
+		return nil
+	}
+	return errors.Join(b.file.Close())
+}

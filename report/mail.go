@@ -1,0 +1,137 @@
+package report
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/emersion/go-message"
+)
+
+// mail walks the MIME tree of an RFC 5322 message (RFC 2045, RFC 2046):
+// multipart bodies, nested message/rfc822 parts, and leaves in any
+// transfer encoding. Each leaf that is not body text is sniffed like a file.
+func (w *walker) mail(p string, r io.Reader, depth int) error {
+	e, err := message.Read(r)
+	if err != nil && !benignMIME(err) {
+		return fmt.Errorf("%sread mail: %w", prefix(p), err)
+	}
+	return w.entity(p, "", e, depth)
+}
+
+// benignMIME is true for go-message's errors that still leave a readable
+// entity: an unknown charset (we never want the body converted; XML names
+// its own encoding) or an unknown transfer encoding (the body is then
+// read as it is, and sniffed).
+func benignMIME(err error) bool {
+	return message.IsUnknownCharset(err) || message.IsUnknownEncoding(err)
+}
+
+// entity walks one MIME entity; num is its part number ("1.2"), "" for the
+// message itself.
+func (w *walker) entity(p, num string, e *message.Entity, depth int) error {
+	if depth > w.lim.MaxDepth {
+		return fmt.Errorf("%sMIME parts nested deeper than %d: %w", prefix(p), w.lim.MaxDepth, ErrLimit)
+	}
+	mediaType, params, _ := e.Header.ContentType()
+	if mediaType == "multipart/report" && strings.EqualFold(params["report-type"], "feedback-report") {
+		// An ARF message (RFC 5965): the returned original message may
+		// itself carry attachments, which must not be read as reports.
+		return w.document(p, KindFailure, e.Body)
+	}
+	if mr := e.MultipartReader(); mr != nil {
+		return w.multipart(p, num, mr, depth)
+	}
+	switch mediaType {
+	case "message/rfc822", "message/global":
+		return w.mail(p, e.Body, depth+1)
+	case "message/feedback-report":
+		return w.document(p, KindFailure, e.Body)
+	}
+	if isBodyText(mediaType, e.Header) {
+		_, err := io.Copy(io.Discard, e.Body)
+		return mimeErr(p, err)
+	}
+	if err := w.walk(p, e.Body, depth+1, true); err != nil {
+		return mimeErr("", err)
+	}
+	return nil
+}
+
+func (w *walker) multipart(p, num string, mr message.MultipartReader, depth int) error {
+	for i := 1; ; i++ {
+		part, err := mr.NextPart()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil && (part == nil || !benignMIME(err)) {
+			return fmt.Errorf("%sMIME part %s: %w", prefix(p), partNum(num, i), err)
+		}
+		w.parts++
+		if w.parts > w.lim.MaxMembers {
+			return fmt.Errorf("%smail has more than %d MIME parts: %w", prefix(p), w.lim.MaxMembers, ErrLimit)
+		}
+		n := partNum(num, i)
+		step := "MIME part " + n
+		if name := fileName(part.Header); name != "" {
+			step += " " + quoteName(name)
+		}
+		if err := w.entity(join(p, step), n, part, depth+1); err != nil {
+			return err
+		}
+	}
+}
+
+func (w *walker) document(p string, kind Kind, body io.Reader) error {
+	w.found++
+	if err := w.fn(Document{Part: p, Kind: kind, Body: body}); err != nil {
+		return fmt.Errorf("%s%w", prefix(p), err)
+	}
+	return nil
+}
+
+// mimeErr names the part when reading its body failed (bad base64, a
+// part cut short).
+func mimeErr(p string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var cErr *containerError
+	if errors.As(err, &cErr) || p == "" {
+		return err
+	}
+	return fmt.Errorf("%sread MIME body: %w", prefix(p), err)
+}
+
+func partNum(num string, i int) string {
+	if num == "" {
+		return strconv.Itoa(i)
+	}
+	return num + "." + strconv.Itoa(i)
+}
+
+// isBodyText is true for the human-readable text of a mail: text/plain or
+// text/html that is not an attachment with a file name. text/xml and
+// named text attachments are sniffed like any other leaf.
+func isBodyText(mediaType string, h message.Header) bool {
+	switch mediaType {
+	case "text/plain", "text/html", "text/enriched", "text/rfc822-headers":
+		return fileName(h) == ""
+	}
+	return strings.HasPrefix(mediaType, "image/")
+}
+
+// fileName returns the file name of a MIME part from Content-Disposition
+// or, as older mailers write it, the name parameter of Content-Type;
+// RFC 2231 continuations and RFC 2047 words are decoded by go-message.
+func fileName(h message.Header) string {
+	if _, params, err := h.ContentDisposition(); err == nil && params["filename"] != "" {
+		return params["filename"]
+	}
+	if _, params, err := h.ContentType(); err == nil {
+		return params["name"]
+	}
+	return ""
+}
