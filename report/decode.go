@@ -726,7 +726,7 @@ func (a *AggregateDecoder) readExtension(start xml.StartElement, out *[]Extensio
 			b.WriteString("<" + qname(t.Name))
 			for _, at := range t.Attr {
 				b.WriteString(" " + qname(at.Name) + `="`)
-				xml.EscapeText(&b, []byte(at.Value))
+				b.WriteString(xmlEscaper.Replace(at.Value))
 				b.WriteString(`"`)
 			}
 			b.WriteString(">")
@@ -735,7 +735,7 @@ func (a *AggregateDecoder) readExtension(start xml.StartElement, out *[]Extensio
 				b.WriteString("</" + qname(t.Name) + ">")
 			}
 		case xml.CharData:
-			xml.EscapeText(&b, t)
+			b.WriteString(xmlEscaper.Replace(string(t)))
 		}
 	}
 	if len(*out) < maxExtensions {
@@ -744,6 +744,9 @@ func (a *AggregateDecoder) readExtension(start xml.StartElement, out *[]Extensio
 	}
 	return nil
 }
+
+// xmlEscaper escapes text for re-serialised XML, keeping white space as it is.
+var xmlEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&quot;")
 
 func qname(n xml.Name) string {
 	if n.Space == "" {

@@ -1,0 +1,221 @@
+package report
+
+import (
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func agg(dir, name string) string { return filepath.Join("..", "testdata", dir, name) }
+
+// TestLeniency shows, with a real file each, that the quirks real
+// reporters produce are read, and read right.
+func TestLeniency(t *testing.T) {
+	tests := []struct {
+		quirk string
+		file  string
+		check func(t *testing.T, p *parsed)
+	}{
+		{"no namespace, no version", agg("corpus/aggregate", "dmarcviewer__yahoo.xml"), func(t *testing.T, p *parsed) {
+			eq(t, "namespace", p.reps[0].Namespace, "")
+			eq(t, "version", p.reps[0].Version, "")
+			eq(t, "org_name", p.reps[0].Metadata.OrgName, "Yahoo")
+		}},
+		{"dmarc-2.0 namespace (GMX) with version 1.0", agg("corpus/aggregate", "dmarcviewer__gmxnet.xml"), func(t *testing.T, p *parsed) {
+			eq(t, "namespace", p.reps[0].Namespace, "urn:ietf:params:xml:ns:dmarc-2.0")
+			eq(t, "version", p.reps[0].Version, "1.0")
+			eq(t, "discovery_method", p.reps[0].Policy.DiscoveryMethod, DiscoveryPSL)
+			eq(t, "testing", p.reps[0].Policy.Testing, TestingNo)
+			eq(t, "records", len(p.recs[0]), 1)
+		}},
+		{"RFC 9990 example: disposition pass, np, generator", agg("corpus/aggregate", "ietfdmarc__dmarc-xml-0.2.xml"), func(t *testing.T, p *parsed) {
+			r := p.recs[0][0]
+			eq(t, "disposition", r.Disposition, DispositionPass)
+			eq(t, "count", r.Count, uint64(123))
+			eq(t, "np", p.reps[0].Policy.NP, PolicyNone)
+			eq(t, "generator", p.reps[0].Metadata.Generator, "Example DMARC Aggregate Reporter v1.2")
+			eq(t, "discovery_method", p.reps[0].Policy.DiscoveryMethod, DiscoveryTreewalk)
+		}},
+		{"RFC 9990 reason policy_test_mode", agg("derived", "rfc9990-policy-test-mode.xml"), func(t *testing.T, p *parsed) {
+			r := p.recs[0][0]
+			eq(t, "testing", p.reps[0].Policy.Testing, TestingYes)
+			eq(t, "reasons", len(r.Reasons), 1)
+			eq(t, "reason", r.Reasons[0].Type, ReasonPolicyTestMode)
+		}},
+		{"version 0.1 (Amazon SES)", agg("corpus/aggregate", "godmarcanalyzer__valid2.xml"), func(t *testing.T, p *parsed) {
+			eq(t, "version", p.reps[0].Version, "0.1")
+		}},
+		{"capitalised enums and hardfail", agg("derived", "yahoo-hardfail-capitalised.xml"), func(t *testing.T, p *parsed) {
+			r := p.recs[0][0]
+			eq(t, "disposition", r.Disposition, DispositionReject)
+			eq(t, "policy spf", r.SPF, DMARCFail)
+			eq(t, "spf result", r.SPFResults[0].Result, SPFFail)
+			eq(t, "dkim result", r.DKIMResults[0].Result, DKIMPass)
+		}},
+		{"upper-cased Pass in a real report", agg("corpus/aggregate", "parsedmarc__report_with_upper_cased_pass.xml"), func(t *testing.T, p *parsed) {
+			for _, r := range p.recs[0] {
+				for _, d := range r.DKIMResults {
+					if d.Result == DKIMOther {
+						t.Errorf("DKIM result read as other: %+v", d)
+					}
+				}
+				for _, s := range r.SPFResults {
+					if s.Result == SPFOther {
+						t.Errorf("SPF result read as other: %+v", s)
+					}
+				}
+			}
+		}},
+		{"<identities> for <identifiers>", agg("corpus/aggregate", "qtdmarc__real-gcisdns.net.xml"), func(t *testing.T, p *parsed) {
+			if p.recs[0][0].HeaderFrom == "" {
+				t.Error("header_from not read from <identities>")
+			}
+		}},
+		{"UTF-8 BOM, document on one line", agg("corpus/aggregate", "qtdmarc__real-hotmail-1.xml"), func(t *testing.T, p *parsed) {
+			eq(t, "org_name", p.reps[0].Metadata.OrgName, "Microsoft Corp.")
+			eq(t, "records", len(p.recs[0]), 2)
+		}},
+		{"whitespace before the XML declaration", agg("corpus/aggregate", "pkerrigan__dmarc-1-space.xml"), func(t *testing.T, p *parsed) {
+			eq(t, "domain", p.reps[0].Policy.Domain, "patrickkerrigan.uk")
+		}},
+		{"encoding=windows-1252 (AOL)", agg("corpus/aggregate", "dmarcaggparser__dmarc.xml"), func(t *testing.T, p *parsed) {
+			eq(t, "org_name", p.reps[0].Metadata.OrgName, "AOL")
+		}},
+		{"ISO-8859-1 with a non-ASCII name", agg("derived", "outlook-latin1.xml"), func(t *testing.T, p *parsed) {
+			eq(t, "org_name", p.reps[0].Metadata.OrgName, "Enterprise Outlook Münch")
+		}},
+		{"UTF-16LE with BOM", agg("derived", "outlook-utf16le.xml"), func(t *testing.T, p *parsed) {
+			eq(t, "org_name", p.reps[0].Metadata.OrgName, "Enterprise Outlook")
+			eq(t, "records", len(p.recs[0]), 1)
+		}},
+		{"empty elements", agg("corpus/aggregate", "drconverter__test_empty.xml"), func(t *testing.T, p *parsed) {
+			r := p.recs[0][0]
+			eq(t, "disposition", r.Disposition, Disposition(""))
+			if r.Problem == "" || r.Count != 0 {
+				t.Errorf("record without source_ip not flagged: %+v", r)
+			}
+		}},
+		{"empty reason type and comment", agg("corpus/aggregate", "parsedmarc__empty_reason.xml"), func(t *testing.T, p *parsed) {
+			eq(t, "reasons", len(p.recs[0][0].Reasons), 1)
+			eq(t, "reason type", p.recs[0][0].Reasons[0].Type, ReasonType(""))
+		}},
+		{"IPv6 sources", agg("corpus/aggregate", "parsedmarc__nice-input.xml"), func(t *testing.T, p *parsed) {
+			v6 := 0
+			for _, r := range p.recs[0] {
+				if r.SourceIP.Is6() {
+					v6++
+				}
+			}
+			if v6 == 0 {
+				t.Error("no IPv6 source read")
+			}
+		}},
+		{"two SPF results in one record", agg("corpus/aggregate", "communitales__report_multiple_spf.xml"), func(t *testing.T, p *parsed) {
+			max := 0
+			for _, r := range p.recs[0] {
+				max = maxInt(max, len(r.SPFResults))
+			}
+			eq(t, "most SPF results", max, 2)
+		}},
+		{"three DKIM results in one record (Outlook mail)", agg("corpus/email", "mailauth__103.eml"), func(t *testing.T, p *parsed) {
+			eq(t, "DKIM results", len(p.recs[0][0].DKIMResults), 3)
+		}},
+		{"whitespace around date_range values", agg("corpus/aggregate", "qtdmarc__real-yahoo-1.xml"), func(t *testing.T, p *parsed) {
+			eq(t, "begin", p.reps[0].Metadata.Begin.Unix(), int64(1361318400))
+		}},
+		{"extensions kept opaque, unknown elements skipped", agg("corpus/aggregate", "mailauth__001.xml"), func(t *testing.T, p *parsed) {
+			eq(t, "report extensions", len(p.reps[0].Extensions), 1)
+			eq(t, "extension name", p.reps[0].Extensions[0].Name, "otherExtension")
+			eq(t, "extension xml", p.reps[0].Extensions[0].XML, "<data>...</data>")
+			eq(t, "record extensions", len(p.recs[0][0].Extensions), 2)
+			eq(t, "pct absent", p.reps[0].Policy.Pct == nil, true)
+		}},
+		{"trusted_forwarder override with comment", agg("corpus/aggregate", "mailauth__003.xml"), func(t *testing.T, p *parsed) {
+			eq(t, "reason", p.recs[0][0].Reasons[0].Type, ReasonTrustedForwarder)
+			eq(t, "comment", p.recs[0][0].Reasons[0].Comment, "Policy ignored due to local white list")
+		}},
+		{"report_metadata error element", agg("corpus/aggregate", "dmarcviewer__acme.xml"), func(t *testing.T, p *parsed) {
+			eq(t, "errors", len(p.reps[0].Metadata.Errors), 1)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.quirk, func(t *testing.T) {
+			p, err := parseFile(tt.file, DefaultLimits())
+			if err != nil {
+				t.Fatalf("%s: %v", tt.file, err)
+			}
+			if len(p.reps) == 0 {
+				t.Fatal("no report")
+			}
+			tt.check(t, p)
+		})
+	}
+}
+
+// TestWrongValues: values that are wrong, not odd, fail the report or flag
+// the record, as the package comment says.
+func TestWrongValues(t *testing.T) {
+	for _, tt := range []struct {
+		file string
+		want string
+	}{
+		{"yahoo-begin-after-end.xml", "date_range begins (2026-06-19T20:13:20Z) after it ends (2026-06-18T23:59:59Z)"},
+		{"yahoo-no-report-id.xml", "report_metadata has no report_id"},
+		{"yahoo-no-domain.xml", "policy_published has no domain"},
+	} {
+		t.Run(tt.file, func(t *testing.T) {
+			_, err := parseFile(agg("derived", tt.file), DefaultLimits())
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v, want ErrInvalid with %q", err, tt.want)
+			}
+		})
+	}
+
+	t.Run("flagged records", func(t *testing.T) {
+		p, err := parseFile(agg("derived", "yahoo-bad-counts.xml"), DefaultLimits())
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs := p.recs[0]
+		eq(t, "records", len(recs), 3)
+		eq(t, "messages", p.counts[0][1], uint64(7))
+		eq(t, "problem 1", recs[0].Problem, `count "-3" is not a non-negative integer`)
+		eq(t, "problem 2", recs[1].Problem, `count "lots" is not a non-negative integer; source_ip "not-an-ip" is not an IP address`)
+		eq(t, "problem 3", recs[2].Problem, "")
+	})
+	t.Run("absurd count", func(t *testing.T) {
+		p, err := parseFile(agg("derived", "yahoo-absurd-count.xml"), DefaultLimits())
+		if err != nil {
+			t.Fatal(err)
+		}
+		eq(t, "messages", p.counts[0][1], uint64(0))
+		eq(t, "problem", p.recs[0][0].Problem, "count 99999999999999999 larger than 4294967296")
+	})
+}
+
+func TestEnums(t *testing.T) {
+	eq(t, "hardfail", ParseSPFResult(" HardFail "), SPFFail)
+	eq(t, "dkim hardfail", ParseDKIMResult("hardfail"), DKIMFail)
+	eq(t, "unknown", ParseSPFResult("maybe"), SPFOther)
+	eq(t, "empty", ParseSPFResult("  "), SPFResult(""))
+	eq(t, "policy softfail", ParseDMARCResult("softfail"), DMARCFail)
+	eq(t, "policy garbage", ParseDMARCResult("<script>"), DMARCOther)
+	eq(t, "disposition", ParseDisposition("QUARANTINE"), DispositionQuarantine)
+	eq(t, "alignment", ParseAlignment("relaxed"), AlignmentRelaxed)
+	eq(t, "reason", ParseReasonType("Mailing_List"), ReasonMailingList)
+}
+
+func eq[T comparable](t *testing.T, what string, got, want T) {
+	t.Helper()
+	if got != want {
+		t.Errorf("%s = %v, want %v", what, got, want)
+	}
+}
+
+func maxInt(a, b int) int {
+	if a > b {
+		return a
+	}
+	return b
+}

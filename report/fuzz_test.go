@@ -1,0 +1,127 @@
+package report
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// fuzzLimits keep each fuzz input cheap.
+func fuzzLimits() Limits {
+	lim := DefaultLimits()
+	lim.MaxDecompressedBytes = 4 << 20
+	lim.MaxArchiveBytes = 4 << 20
+	lim.MaxRecords = 1000
+	return lim
+}
+
+// addSeeds adds every file of the given testdata folders no larger than
+// max bytes to the fuzz corpus.
+func addSeeds(f *testing.F, max int64, dirs ...string) {
+	for _, dir := range dirs {
+		paths, _ := filepath.Glob(filepath.Join("..", "testdata", dir, "*"))
+		for _, p := range paths {
+			if fi, err := os.Stat(p); err != nil || fi.IsDir() || fi.Size() > max {
+				continue
+			}
+			b, err := os.ReadFile(p)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(b)
+		}
+	}
+}
+
+// checkRecord asserts what a consumer relies on: bounded counts, closed
+// enumerations, and no count on a flagged record.
+func checkRecordInvariants(t *testing.T, lim Limits, r *Record) {
+	if r.Count > lim.MaxCount {
+		t.Fatalf("count %d above MaxCount", r.Count)
+	}
+	if r.Problem != "" && r.Count != 0 {
+		t.Fatalf("flagged record with count %d", r.Count)
+	}
+	if r.Problem == "" && !r.SourceIP.IsValid() {
+		t.Fatal("unflagged record without source IP")
+	}
+	if ParseDisposition(string(r.Disposition)) != r.Disposition || ParseDMARCResult(string(r.DKIM)) != r.DKIM ||
+		ParseDMARCResult(string(r.SPF)) != r.SPF {
+		t.Fatalf("value outside its closed set: %+v", r)
+	}
+	for _, d := range r.DKIMResults {
+		if ParseDKIMResult(string(d.Result)) != d.Result {
+			t.Fatalf("DKIM result %q outside its closed set", d.Result)
+		}
+	}
+	for _, s := range r.SPFResults {
+		if ParseSPFResult(string(s.Result)) != s.Result {
+			t.Fatalf("SPF result %q outside its closed set", s.Result)
+		}
+	}
+}
+
+// decodeAll decodes one aggregate document, checking invariants.
+func decodeAll(t *testing.T, r io.Reader, lim Limits) {
+	dec := NewAggregateDecoder(r, lim)
+	hdr, err := dec.Header()
+	if err != nil {
+		return
+	}
+	if hdr.Metadata.ReportID == "" || hdr.Policy.Domain == "" || hdr.Metadata.Begin.After(hdr.Metadata.End) {
+		t.Fatalf("header accepted without its required values: %+v", hdr)
+	}
+	n := 0
+	for {
+		rec, err := dec.Next()
+		if err != nil {
+			break
+		}
+		n++
+		if n > lim.MaxRecords {
+			t.Fatalf("more than MaxRecords records returned")
+		}
+		checkRecordInvariants(t, lim, rec)
+	}
+}
+
+func FuzzAggregateDecoder(f *testing.F) {
+	addSeeds(f, 256<<10, "corpus/aggregate", "derived")
+	lim := fuzzLimits()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		decodeAll(t, bytes.NewReader(data), lim)
+	})
+}
+
+// FuzzWalk feeds any bytes to the container sniffer and walker, and decodes
+// what it finds.
+func FuzzWalk(f *testing.F) {
+	addSeeds(f, 256<<10, "corpus/aggregate", "corpus/email", "corpus/failure", "corpus/smtp_tls")
+	lim := fuzzLimits()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		_ = Walk(bytes.NewReader(data), lim, func(d Document) error {
+			if d.Kind == KindAggregate {
+				decodeAll(t, d.Body, lim)
+				return nil
+			}
+			_, err := io.Copy(io.Discard, d.Body)
+			return err
+		})
+	})
+}
+
+// FuzzMail starts the walker at the MIME layer, so that mutations are not
+// spent on inputs that do not sniff as mail.
+func FuzzMail(f *testing.F) {
+	addSeeds(f, 256<<10, "corpus/email", "corpus/failure")
+	lim := fuzzLimits()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		w := &walker{lim: lim, fn: func(d Document) error {
+			_, err := io.Copy(io.Discard, d.Body)
+			return err
+		}}
+		_ = w.mail("", bytes.NewReader(data), 0)
+	})
+}
