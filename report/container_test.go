@@ -204,7 +204,7 @@ func TestErrorsNamePart(t *testing.T) {
 	bad := readTestFile(t, "corpus/aggregate", "godmarcanalyzer__malformed3.xml")
 	data := zipOf(t, map[string][]byte{"good.xml": good, "bad.xml": bad}, "good.xml", "bad.xml")
 	_, err := parseReader(bytes.NewReader(data), DefaultLimits())
-	want := `"bad.xml": XML line 14: unexpected EOF`
+	want := `"bad.xml": XML line 13: document ends inside markup: truncated`
 	if err == nil || err.Error() != want {
 		t.Fatalf("error %v, want %q", err, want)
 	}

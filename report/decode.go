@@ -3,7 +3,6 @@ package report
 import (
 	"bufio"
 	"bytes"
-	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
@@ -27,17 +26,15 @@ import (
 // records were returned: a caller that counts records must keep them
 // pending until Next returns io.EOF.
 type AggregateDecoder struct {
-	d     *xml.Decoder
-	lim   Limits
-	stack []string // local names of the open elements
-	text  []byte   // scratch buffer for text values
+	s    *xmlScanner
+	lim  Limits
+	text []byte // scratch buffer for text values
 
-	hdr        *Aggregate
-	inRecord   bool // Header stopped at a <record> start tag
-	records    int
-	done       bool
-	err        error
-	utf16Input bool
+	hdr      *Aggregate
+	inRecord bool // Header stopped at a <record> start tag
+	records  int
+	done     bool
+	err      error
 }
 
 // NewAggregateDecoder returns a decoder reading from r. A UTF-8 byte order
@@ -45,49 +42,79 @@ type AggregateDecoder struct {
 // other encodings are converted as the XML declaration names them.
 func NewAggregateDecoder(r io.Reader, lim Limits) *AggregateDecoder {
 	a := &AggregateDecoder{lim: lim}
-	br := bufio.NewReaderSize(r, 64<<10)
-	a.d = xml.NewDecoder(a.prepare(br))
-	a.d.CharsetReader = a.charsetReader
+	in, err := prepareXML(bufio.NewReaderSize(r, 4<<10))
+	a.s = newXMLScanner(in, max(1<<20, 2*lim.MaxTextBytes))
+	if err != nil {
+		a.s.err = err
+	}
 	return a
 }
 
-// prepare strips what encoding/xml refuses before the XML declaration: a
-// UTF-8 BOM and leading whitespace. UTF-16 input (with its BOM) is converted
-// to UTF-8 here, so the declaration's encoding="UTF-16" must then be ignored.
-func (a *AggregateDecoder) prepare(br *bufio.Reader) io.Reader {
+// prepareXML returns UTF-8 input for the scanner. It strips what comes
+// before the XML declaration in real reports (a UTF-8 byte order mark,
+// white space), converts UTF-16 (told by its byte order mark), and converts
+// any other encoding that the declaration names.
+func prepareXML(br *bufio.Reader) (io.Reader, error) {
 	head, _ := br.Peek(2)
-	if bytes.Equal(head, []byte{0xFE, 0xFF}) || bytes.Equal(head, []byte{0xFF, 0xFE}) {
-		a.utf16Input = true
+	utf16 := bytes.Equal(head, []byte{0xFE, 0xFF}) || bytes.Equal(head, []byte{0xFF, 0xFE})
+	if utf16 {
 		dec := unicode.UTF16(unicode.BigEndian, unicode.ExpectBOM).NewDecoder()
-		return trimLeading(bufio.NewReader(transform.NewReader(br, dec)))
+		br = bufio.NewReaderSize(transform.NewReader(br, dec), 4<<10)
 	}
-	return trimLeading(br)
-}
-
-func trimLeading(br *bufio.Reader) io.Reader {
 	for {
 		r, _, err := br.ReadRune()
 		if err != nil {
-			return br
+			return br, nil
 		}
-		if r == '\uFEFF' || r == ' ' || r == '\t' || r == '\r' || r == '\n' {
-			continue
+		if r != '\uFEFF' && r != ' ' && r != '\t' && r != '\r' && r != '\n' {
+			_ = br.UnreadRune()
+			break
 		}
-		_ = br.UnreadRune()
-		return br
 	}
-}
-
-func (a *AggregateDecoder) charsetReader(label string, input io.Reader) (io.Reader, error) {
-	l := strings.ToLower(strings.TrimSpace(label))
-	if a.utf16Input && strings.HasPrefix(l, "utf-16") {
-		return input, nil
+	label := declaredEncoding(br)
+	switch strings.ToLower(label) {
+	case "", "utf-8", "utf8", "us-ascii", "ascii":
+		return br, nil
+	case "utf-16", "utf-16le", "utf-16be", "ucs-2":
+		if utf16 {
+			return br, nil
+		}
 	}
-	r, err := charset.NewReaderLabel(l, input)
+	r, err := charset.NewReaderLabel(label, br)
 	if err != nil {
-		return nil, fmt.Errorf("unsupported encoding %q", label)
+		return nil, fmt.Errorf("XML declares encoding %q, which is not supported", truncate(label, 40))
 	}
 	return r, nil
+}
+
+// declaredEncoding returns the encoding named by the XML declaration at the
+// start of br, if any.
+func declaredEncoding(br *bufio.Reader) string {
+	head, _ := br.Peek(256)
+	if !bytes.HasPrefix(head, []byte("<?xml")) {
+		return ""
+	}
+	if end := bytes.Index(head, []byte("?>")); end >= 0 {
+		head = head[:end]
+	}
+	i := bytes.Index(head, []byte("encoding"))
+	if i < 0 {
+		return ""
+	}
+	rest := bytes.TrimLeft(head[i+len("encoding"):], " \t\r\n")
+	if len(rest) == 0 || rest[0] != '=' {
+		return ""
+	}
+	rest = bytes.TrimLeft(rest[1:], " \t\r\n")
+	if len(rest) == 0 || (rest[0] != '"' && rest[0] != '\'') {
+		return ""
+	}
+	q := rest[0]
+	end := bytes.IndexByte(rest[1:], q)
+	if end < 0 {
+		return ""
+	}
+	return strings.TrimSpace(string(rest[1 : 1+end]))
 }
 
 // Header reads the report up to its first record and returns everything
@@ -134,61 +161,33 @@ func (a *AggregateDecoder) Next() (*Record, error) {
 // Records returned so far.
 func (a *AggregateDecoder) Records() int { return a.records }
 
+// wrap adds the line to an error of the report's content. Well-formedness
+// errors carry their line already; errors of the container (gzip, zip)
+// are not about the XML and are returned as they are.
 func (a *AggregateDecoder) wrap(err error) error {
 	var cErr *containerError
-	if errors.As(err, &cErr) {
-		return err // the container broke, not the XML
+	var sErr *scanError
+	if errors.As(err, &cErr) || errors.As(err, &sErr) {
+		return err
 	}
-	line, col := a.d.InputPos()
-	var synErr *xml.SyntaxError
-	if errors.As(err, &synErr) {
-		return fmt.Errorf("XML line %d: %s", synErr.Line, synErr.Msg)
-	}
-	return fmt.Errorf("XML line %d, column %d: %w", line, col, err)
+	return fmt.Errorf("XML line %d: %w", a.s.line, err)
 }
 
-// token returns the next start, end or character data token, checking that
-// tags nest and match and that nesting stays within bounds.
-func (a *AggregateDecoder) token() (xml.Token, error) {
-	for {
-		tok, err := a.d.RawToken()
-		if err == io.EOF {
-			if len(a.stack) > 0 {
-				return nil, fmt.Errorf("document ends inside <%s>: truncated", a.stack[len(a.stack)-1])
-			}
-			return nil, io.EOF
-		}
-		if err != nil {
-			return nil, err
-		}
-		switch t := tok.(type) {
-		case xml.StartElement:
-			if len(a.stack) >= a.lim.MaxXMLDepth {
-				return nil, fmt.Errorf("elements nested deeper than %d: %w", a.lim.MaxXMLDepth, ErrLimit)
-			}
-			a.stack = append(a.stack, t.Name.Local)
-			return t, nil
-		case xml.EndElement:
-			if len(a.stack) == 0 {
-				return nil, fmt.Errorf("unexpected end tag </%s>", t.Name.Local)
-			}
-			open := a.stack[len(a.stack)-1]
-			if open != t.Name.Local {
-				return nil, fmt.Errorf("element <%s> closed by </%s>", open, t.Name.Local)
-			}
-			a.stack = a.stack[:len(a.stack)-1]
-			return t, nil
-		case xml.CharData:
-			return t, nil
-		}
-		// Comments, processing instructions and directives carry no data.
+// token moves to the next start tag, end tag or text run, and checks depth.
+func (a *AggregateDecoder) token() (tokKind, error) {
+	if err := a.s.next(); err != nil {
+		return tokNone, err
 	}
+	if a.s.kind == tokStart && a.s.depth() > a.lim.MaxXMLDepth {
+		return tokNone, fmt.Errorf("elements nested deeper than %d: %w", a.lim.MaxXMLDepth, ErrLimit)
+	}
+	return a.s.kind, nil
 }
 
 // skip reads up to and including the end of the element just opened.
 func (a *AggregateDecoder) skip() error {
-	depth := len(a.stack)
-	for len(a.stack) >= depth {
+	depth := a.s.depth()
+	for a.s.depth() >= depth {
 		if _, err := a.token(); err != nil {
 			return err
 		}
@@ -199,75 +198,70 @@ func (a *AggregateDecoder) skip() error {
 // textOf reads the text content of the element just opened, up to and
 // including its end tag, trimmed. Child elements are skipped.
 func (a *AggregateDecoder) textOf() (string, error) {
-	depth := len(a.stack)
+	depth := a.s.depth()
 	a.text = a.text[:0]
 	for {
-		tok, err := a.token()
+		kind, err := a.token()
 		if err != nil {
 			return "", err
 		}
-		switch t := tok.(type) {
-		case xml.CharData:
-			if len(a.stack) == depth {
-				if len(a.text)+len(t) > a.lim.MaxTextBytes {
-					return "", fmt.Errorf("<%s> text longer than %d bytes: %w", a.stack[depth-1], a.lim.MaxTextBytes, ErrLimit)
+		switch kind {
+		case tokText:
+			if a.s.depth() == depth {
+				if len(a.text)+len(a.s.text) > a.lim.MaxTextBytes {
+					return "", fmt.Errorf("text longer than %d bytes: %w", a.lim.MaxTextBytes, ErrLimit)
 				}
-				a.text = append(a.text, t...)
+				a.text = append(a.text, a.s.text...)
 			}
-		case xml.EndElement:
-			if len(a.stack) < depth {
+		case tokEnd:
+			if a.s.depth() < depth {
 				return string(bytes.TrimSpace(a.text)), nil
 			}
 		}
 	}
 }
 
-// children calls fn for each child element of the element just opened;
-// fn must consume the child, up to and including its end tag.
-func (a *AggregateDecoder) children(fn func(name string, start xml.StartElement) error) error {
-	depth := len(a.stack)
+// children calls fn for each child element of the element just opened,
+// with the scanner on the child's start tag; fn must consume the child, up
+// to and including its end tag. The child's name is a.name().
+func (a *AggregateDecoder) children(fn func() error) error {
+	depth := a.s.depth()
 	for {
-		tok, err := a.token()
+		kind, err := a.token()
 		if err != nil {
 			return err
 		}
-		switch t := tok.(type) {
-		case xml.StartElement:
-			if err := fn(t.Name.Local, t); err != nil {
+		switch kind {
+		case tokStart:
+			if err := fn(); err != nil {
 				return err
 			}
-		case xml.EndElement:
-			if len(a.stack) < depth {
+		case tokEnd:
+			if a.s.depth() < depth {
 				return nil
 			}
 		}
 	}
 }
 
+// name is the local name of the current element.
+func (a *AggregateDecoder) name() string { return string(a.s.local) }
+
 func (a *AggregateDecoder) readHeader() error {
-	root, err := a.root()
-	if err != nil {
+	if err := a.root(); err != nil {
 		return err
-	}
-	for _, at := range root.Attr {
-		if at.Name.Space == "" && at.Name.Local == "xmlns" || at.Name.Space == "xmlns" && at.Name.Local == root.Name.Space {
-			a.hdr.Namespace = at.Value
-		}
 	}
 	var sawMeta, sawPolicy, sawRange bool
 	for {
-		tok, err := a.token()
-		if err == io.EOF {
-			return fmt.Errorf("document ends inside <feedback>: truncated")
-		}
+		kind, err := a.token()
 		if err != nil {
 			return err
 		}
-		switch t := tok.(type) {
-		case xml.EndElement: // </feedback>: a report without records
+		switch kind {
+		case tokEnd: // </feedback>: a report without records
 			return a.checkHeader(sawMeta, sawPolicy, sawRange)
-		case xml.StartElement:
-			switch t.Name.Local {
+		case tokStart:
+			switch string(a.s.local) {
 			case "version":
 				if a.hdr.Version, err = a.textOf(); err != nil {
 					return err
@@ -289,7 +283,7 @@ func (a *AggregateDecoder) readHeader() error {
 					return err
 				}
 			case "extensions", "extension":
-				if err := a.readExtensions(t, &a.hdr.Extensions); err != nil {
+				if err := a.readExtensions(&a.hdr.Extensions); err != nil {
 					return err
 				}
 			case "record":
@@ -304,27 +298,30 @@ func (a *AggregateDecoder) readHeader() error {
 	}
 }
 
-// root finds the document element and checks that it is <feedback>.
-func (a *AggregateDecoder) root() (xml.StartElement, error) {
+// root finds the document element, checks that it is <feedback> and notes
+// its namespace.
+func (a *AggregateDecoder) root() error {
 	for {
-		tok, err := a.token()
+		kind, err := a.token()
 		if err == io.EOF {
-			return xml.StartElement{}, fmt.Errorf("no XML element: %w", ErrNotAggregate)
+			return fmt.Errorf("no XML element: %w", ErrNotAggregate)
 		}
 		if err != nil {
-			return xml.StartElement{}, err
+			return err
 		}
-		switch t := tok.(type) {
-		case xml.StartElement:
-			if t.Name.Local != "feedback" {
-				return t, fmt.Errorf("root element is <%s>, not <feedback>: %w", t.Name.Local, ErrNotAggregate)
-			}
-			return t, nil
-		case xml.CharData:
-			if len(bytes.TrimSpace(t)) > 0 {
-				return xml.StartElement{}, fmt.Errorf("text before the root element: %w", ErrNotAggregate)
+		if kind != tokStart {
+			continue // white space: the scanner refuses other text here
+		}
+		if string(a.s.local) != "feedback" {
+			return fmt.Errorf("root element is <%s>, not <feedback>: %w", truncate(string(a.s.qname), 40), ErrNotAggregate)
+		}
+		prefix, _, ok := bytes.Cut(a.s.qname, []byte(":"))
+		for _, at := range a.s.attrs {
+			if !ok && string(at.qname) == "xmlns" || ok && bytes.HasPrefix(at.qname, []byte("xmlns:")) && bytes.Equal(at.qname[6:], prefix) {
+				a.hdr.Namespace = truncate(string(at.value), 200)
 			}
 		}
+		return nil
 	}
 }
 
@@ -350,9 +347,9 @@ func (a *AggregateDecoder) checkHeader(sawMeta, sawPolicy, sawRange bool) error 
 }
 
 func (a *AggregateDecoder) readMetadata(m *Metadata) (sawRange bool, err error) {
-	err = a.children(func(name string, _ xml.StartElement) error {
+	err = a.children(func() error {
 		var err error
-		switch name {
+		switch string(a.s.local) {
 		case "org_name":
 			m.OrgName, err = a.textOf()
 		case "email":
@@ -381,13 +378,14 @@ func (a *AggregateDecoder) readMetadata(m *Metadata) (sawRange bool, err error) 
 
 func (a *AggregateDecoder) readDateRange(m *Metadata) error {
 	var sawBegin, sawEnd bool
-	err := a.children(func(name string, _ xml.StartElement) error {
+	err := a.children(func() error {
 		var t *time.Time
-		switch name {
+		name := "begin"
+		switch string(a.s.local) {
 		case "begin":
 			t, sawBegin = &m.Begin, true
 		case "end":
-			t, sawEnd = &m.End, true
+			t, sawEnd, name = &m.End, true, "end"
 		default:
 			return a.skip()
 		}
@@ -428,17 +426,16 @@ func parseTimestamp(s string) (time.Time, error) {
 }
 
 func (a *AggregateDecoder) readPolicy(p *PolicyPublished) error {
-	return a.children(func(name string, _ xml.StartElement) error {
-		switch name {
-		case "domain", "adkim", "aspf", "p", "sp", "np", "pct", "fo", "testing", "discovery_method":
-		default:
+	return a.children(func() error {
+		field := policyField(a.s.local)
+		if field == "" {
 			return a.skip()
 		}
 		s, err := a.textOf()
 		if err != nil {
 			return err
 		}
-		switch name {
+		switch field {
 		case "domain":
 			p.Domain = normDomain(s)
 		case "adkim":
@@ -467,6 +464,34 @@ func (a *AggregateDecoder) readPolicy(p *PolicyPublished) error {
 	})
 }
 
+// policyField returns the name of a policy_published element this package
+// reads, or "".
+func policyField(local []byte) string {
+	switch string(local) {
+	case "domain":
+		return "domain"
+	case "adkim":
+		return "adkim"
+	case "aspf":
+		return "aspf"
+	case "p":
+		return "p"
+	case "sp":
+		return "sp"
+	case "np":
+		return "np"
+	case "pct":
+		return "pct"
+	case "fo":
+		return "fo"
+	case "testing":
+		return "testing"
+	case "discovery_method":
+		return "discovery_method"
+	}
+	return ""
+}
+
 // nextRecord reads up to and including the next record, or returns io.EOF
 // once the document has ended soundly.
 func (a *AggregateDecoder) nextRecord() (*Record, error) {
@@ -475,32 +500,25 @@ func (a *AggregateDecoder) nextRecord() (*Record, error) {
 		return a.readRecord()
 	}
 	for {
-		tok, err := a.token()
+		kind, err := a.token()
 		if err != nil {
-			return nil, err // io.EOF only when every element was closed
+			return nil, err // io.EOF only when the document ended soundly
 		}
-		switch t := tok.(type) {
-		case xml.StartElement:
-			if len(a.stack) == 1 {
-				return nil, fmt.Errorf("second root element <%s> after </feedback>", t.Name.Local)
+		if kind != tokStart {
+			continue
+		}
+		switch string(a.s.local) {
+		case "record":
+			return a.readRecord()
+		case "extensions", "extension":
+			if err := a.readExtensions(&a.hdr.Extensions); err != nil {
+				return nil, err
 			}
-			switch t.Name.Local {
-			case "record":
-				return a.readRecord()
-			case "extensions", "extension":
-				if err := a.readExtensions(t, &a.hdr.Extensions); err != nil {
-					return nil, err
-				}
-			case "report_metadata", "policy_published":
-				return nil, fmt.Errorf("<%s> after the first record: %w", t.Name.Local, ErrInvalid)
-			default:
-				if err := a.skip(); err != nil {
-					return nil, err
-				}
-			}
-		case xml.CharData:
-			if len(a.stack) == 0 && len(bytes.TrimSpace(t)) > 0 {
-				return nil, fmt.Errorf("text after </feedback>")
+		case "report_metadata", "policy_published":
+			return nil, fmt.Errorf("<%s> after the first record: %w", a.s.local, ErrInvalid)
+		default:
+			if err := a.skip(); err != nil {
+				return nil, err
 			}
 		}
 	}
@@ -514,12 +532,12 @@ func (a *AggregateDecoder) readRecord() (*Record, error) {
 	rec := &Record{}
 	var count, ip string
 	var sawCount bool
-	err := a.children(func(name string, start xml.StartElement) error {
-		switch name {
+	err := a.children(func() error {
+		switch string(a.s.local) {
 		case "row":
-			return a.children(func(name string, _ xml.StartElement) error {
+			return a.children(func() error {
 				var err error
-				switch name {
+				switch string(a.s.local) {
 				case "source_ip":
 					ip, err = a.textOf()
 				case "count":
@@ -533,28 +551,25 @@ func (a *AggregateDecoder) readRecord() (*Record, error) {
 				return err
 			})
 		case "identifiers", "identities": // "identities": gcisdns.net and other early reporters
-			return a.children(func(name string, _ xml.StartElement) error {
-				var err error
-				var s string
-				switch name {
-				case "header_from", "envelope_from", "envelope_to":
-					s, err = a.textOf()
+			return a.children(func() error {
+				var dst *string
+				switch string(a.s.local) {
+				case "header_from":
+					dst = &rec.HeaderFrom
+				case "envelope_from":
+					dst = &rec.EnvelopeFrom
+				case "envelope_to":
+					dst = &rec.EnvelopeTo
 				default:
 					return a.skip()
 				}
-				switch name {
-				case "header_from":
-					rec.HeaderFrom = normDomain(s)
-				case "envelope_from":
-					rec.EnvelopeFrom = normDomain(s)
-				case "envelope_to":
-					rec.EnvelopeTo = normDomain(s)
-				}
+				s, err := a.textOf()
+				*dst = normDomain(s)
 				return err
 			})
 		case "auth_results":
-			return a.children(func(name string, _ xml.StartElement) error {
-				switch name {
+			return a.children(func() error {
+				switch string(a.s.local) {
 				case "dkim":
 					return a.readDKIMAuth(rec)
 				case "spf":
@@ -563,7 +578,7 @@ func (a *AggregateDecoder) readRecord() (*Record, error) {
 				return a.skip()
 			})
 		case "extensions", "extension":
-			return a.readExtensions(start, &rec.Extensions)
+			return a.readExtensions(&rec.Extensions)
 		}
 		return a.skip()
 	})
@@ -605,16 +620,25 @@ func (a *AggregateDecoder) checkRecord(rec *Record, ip, count string, sawCount b
 }
 
 func (a *AggregateDecoder) readPolicyEvaluated(rec *Record) error {
-	return a.children(func(name string, _ xml.StartElement) error {
-		if name == "reason" {
+	return a.children(func() error {
+		switch string(a.s.local) {
+		case "reason":
 			var r Reason
-			err := a.children(func(name string, _ xml.StartElement) error {
-				s, err := a.textOf()
-				switch name {
+			err := a.children(func() error {
+				var dst *string
+				var s string
+				switch string(a.s.local) {
 				case "type":
-					r.Type = ParseReasonType(s)
+					dst = &s
 				case "comment":
-					r.Comment = s
+					dst = &r.Comment
+				default:
+					return a.skip()
+				}
+				v, err := a.textOf()
+				*dst = v
+				if dst == &s {
+					r.Type = ParseReasonType(s)
 				}
 				return err
 			})
@@ -622,17 +646,20 @@ func (a *AggregateDecoder) readPolicyEvaluated(rec *Record) error {
 				rec.Reasons = append(rec.Reasons, r)
 			}
 			return err
-		}
-		s, err := a.textOf()
-		switch name {
 		case "disposition":
+			s, err := a.textOf()
 			rec.Disposition = ParseDisposition(s)
+			return err
 		case "dkim":
+			s, err := a.textOf()
 			rec.DKIM = ParseDMARCResult(s)
+			return err
 		case "spf":
+			s, err := a.textOf()
 			rec.SPF = ParseDMARCResult(s)
+			return err
 		}
-		return err
+		return a.skip()
 	})
 }
 
@@ -641,17 +668,22 @@ const maxAuthResults = 20
 
 func (a *AggregateDecoder) readDKIMAuth(rec *Record) error {
 	var r DKIMAuth
-	err := a.children(func(name string, _ xml.StartElement) error {
-		s, err := a.textOf()
-		switch name {
+	err := a.children(func() error {
+		var err error
+		var s string
+		switch string(a.s.local) {
 		case "domain":
+			s, err = a.textOf()
 			r.Domain = normDomain(s)
 		case "selector":
-			r.Selector = s
+			r.Selector, err = a.textOf()
 		case "result":
+			s, err = a.textOf()
 			r.Result = ParseDKIMResult(s)
 		case "human_result":
-			r.HumanResult = s
+			r.HumanResult, err = a.textOf()
+		default:
+			err = a.skip()
 		}
 		return err
 	})
@@ -663,17 +695,23 @@ func (a *AggregateDecoder) readDKIMAuth(rec *Record) error {
 
 func (a *AggregateDecoder) readSPFAuth(rec *Record) error {
 	var r SPFAuth
-	err := a.children(func(name string, _ xml.StartElement) error {
-		s, err := a.textOf()
-		switch name {
+	err := a.children(func() error {
+		var err error
+		var s string
+		switch string(a.s.local) {
 		case "domain":
+			s, err = a.textOf()
 			r.Domain = normDomain(s)
 		case "scope":
+			s, err = a.textOf()
 			r.Scope = ParseSPFScope(s)
 		case "result":
+			s, err = a.textOf()
 			r.Result = ParseSPFResult(s)
 		case "human_result":
-			r.HumanResult = s
+			r.HumanResult, err = a.textOf()
+		default:
+			err = a.skip()
 		}
 		return err
 	})
@@ -686,56 +724,60 @@ func (a *AggregateDecoder) readSPFAuth(rec *Record) error {
 // maxExtensions bounds the extensions kept per report or record.
 const maxExtensions = 20
 
-// readExtensions reads an <extensions> container or a bare <extension>.
-func (a *AggregateDecoder) readExtensions(start xml.StartElement, out *[]Extension) error {
-	if start.Name.Local == "extension" {
-		return a.readExtension(start, out)
+// readExtensions reads an <extensions> container or a bare <extension>;
+// the scanner is on its start tag.
+func (a *AggregateDecoder) readExtensions(out *[]Extension) error {
+	if string(a.s.local) == "extension" {
+		return a.readExtension(out)
 	}
-	return a.children(func(_ string, start xml.StartElement) error {
-		return a.readExtension(start, out)
-	})
+	return a.children(func() error { return a.readExtension(out) })
 }
 
 // readExtension keeps the element opaque: its name and definition
 // attributes and its content, re-serialised, up to MaxExtensionBytes.
-func (a *AggregateDecoder) readExtension(start xml.StartElement, out *[]Extension) error {
+func (a *AggregateDecoder) readExtension(out *[]Extension) error {
 	ext := Extension{}
-	for _, at := range start.Attr {
-		switch at.Name.Local {
+	for _, at := range a.s.attrs {
+		switch string(localName(at.qname)) {
 		case "name":
-			ext.Name = truncate(at.Value, 200)
+			ext.Name = truncate(string(at.value), 200)
 		case "definition":
-			ext.Definition = truncate(at.Value, 500)
+			ext.Definition = truncate(string(at.value), 500)
 		}
 	}
-	if start.Name.Local != "extension" && ext.Name == "" {
-		ext.Name = start.Name.Local
+	if string(a.s.local) != "extension" && ext.Name == "" {
+		ext.Name = truncate(string(a.s.local), 200)
 	}
 	var b strings.Builder
-	depth := len(a.stack)
-	for len(a.stack) >= depth {
-		tok, err := a.token()
+	depth := a.s.depth()
+	for a.s.depth() >= depth {
+		kind, err := a.token()
 		if err != nil {
 			return err
 		}
 		if b.Len() > a.lim.MaxExtensionBytes {
 			continue
 		}
-		switch t := tok.(type) {
-		case xml.StartElement:
-			b.WriteString("<" + qname(t.Name))
-			for _, at := range t.Attr {
-				b.WriteString(" " + qname(at.Name) + `="`)
-				b.WriteString(xmlEscaper.Replace(at.Value))
+		switch kind {
+		case tokStart:
+			b.WriteString("<")
+			b.Write(a.s.qname)
+			for _, at := range a.s.attrs {
+				b.WriteString(" ")
+				b.Write(at.qname)
+				b.WriteString(`="`)
+				b.WriteString(xmlEscaper.Replace(string(at.value)))
 				b.WriteString(`"`)
 			}
 			b.WriteString(">")
-		case xml.EndElement:
-			if len(a.stack) >= depth {
-				b.WriteString("</" + qname(t.Name) + ">")
+		case tokEnd:
+			if a.s.depth() >= depth {
+				b.WriteString("</")
+				b.Write(a.s.qname)
+				b.WriteString(">")
 			}
-		case xml.CharData:
-			b.WriteString(xmlEscaper.Replace(string(t)))
+		case tokText:
+			b.WriteString(xmlEscaper.Replace(string(a.s.text)))
 		}
 	}
 	if len(*out) < maxExtensions {
@@ -747,13 +789,6 @@ func (a *AggregateDecoder) readExtension(start xml.StartElement, out *[]Extensio
 
 // xmlEscaper escapes text for re-serialised XML, keeping white space as it is.
 var xmlEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&quot;")
-
-func qname(n xml.Name) string {
-	if n.Space == "" {
-		return n.Local
-	}
-	return n.Space + ":" + n.Local
-}
 
 // normDomain lower-cases a domain and drops a trailing dot.
 func normDomain(s string) string {
