@@ -173,6 +173,8 @@ func TestMailParts(t *testing.T) {
 		{"email/woodyslum__rfc_7489_B5.eml", KindAggregate, `MIME part 2 "mail.receiver.example!example.com! 1013662812!1013749130.gz"`},
 		{"email/andreialecu__email-source-with-gz.txt", KindAggregate, `MIME part 2 "amazonses.com!example.co!1682294400!1682380800.xml.gz"`},
 		{"email/mox__microsoft.eml", KindSMTPTLS, `MIME part 2 "microsoft.com!test.xmox.nl!1673308800!1673395199!133198585438131172.json.gz"`},
+		{"../derived/forwarded-google-report.eml", KindAggregate, `MIME part 2 > "google.com!freitagsrunde.org!1691539200!1691625599.xml"`},
+		{"../derived/yahoo-quoted-printable.eml", KindAggregate, `MIME part 2 "yahoo.com!random.org!1709510400!1709596799 é.xml"`},
 		{"failure/parsedmarc__dmarc_ruf_report_linkedin.eml", KindFailure, ""},
 		{"failure/parsedmarc__[Netease DMARC Failure Report] Rent Reminder.eml", KindFailure, `MIME part 2 "ATT00001"`},
 	} {

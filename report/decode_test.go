@@ -135,6 +135,12 @@ func TestLeniency(t *testing.T) {
 			eq(t, "reason", p.recs[0][0].Reasons[0].Type, ReasonTrustedForwarder)
 			eq(t, "comment", p.recs[0][0].Reasons[0].Comment, "Policy ignored due to local white list")
 		}},
+		{"forwarded as message/rfc822", agg("derived", "forwarded-google-report.eml"), func(t *testing.T, p *parsed) {
+			eq(t, "counts", p.counts[0], [2]uint64{2, 4}) // as freitagsrunde__google.eml in MANIFEST
+		}},
+		{"quoted-printable text/xml attachment", agg("derived", "yahoo-quoted-printable.eml"), func(t *testing.T, p *parsed) {
+			eq(t, "counts", p.counts[0], [2]uint64{1, 1}) // as dmarcviewer__yahoo.xml in MANIFEST
+		}},
 		{"report_metadata error element", agg("corpus/aggregate", "dmarcviewer__acme.xml"), func(t *testing.T, p *parsed) {
 			eq(t, "errors", len(p.reps[0].Metadata.Errors), 1)
 		}},
