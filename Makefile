@@ -33,6 +33,7 @@ vet:
 style:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) mod tidy -diff
 
 fuzz:
 	$(GO) test ./report -run '^$$' -fuzz '^FuzzAggregateDecoder$$' -fuzztime $(FUZZTIME)

@@ -84,8 +84,9 @@ func sniff(head []byte) format {
 		return formatGzip
 	case bytes.HasPrefix(head, []byte("PK\x03\x04")), bytes.HasPrefix(head, []byte("PK\x05\x06")):
 		return formatZip
-	case bytes.HasPrefix(head, []byte{0xFE, 0xFF}), bytes.HasPrefix(head, []byte{0xFF, 0xFE}):
-		return formatXML // UTF-16, with its byte order mark
+	case bytes.HasPrefix(head, []byte{0xFE, 0xFF}), bytes.HasPrefix(head, []byte{0xFF, 0xFE}),
+		bytes.HasPrefix(head, []byte("<\x00?\x00")), bytes.HasPrefix(head, []byte("\x00<\x00?")):
+		return formatXML // UTF-16, with or without its byte order mark
 	}
 	t := bytes.TrimLeft(bytes.TrimPrefix(head, []byte("\uFEFF")), " \t\r\n")
 	switch {

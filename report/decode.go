@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/net/html/charset"
+	"golang.org/x/text/encoding"
 	"golang.org/x/text/encoding/unicode"
 	"golang.org/x/text/transform"
 )
@@ -55,10 +56,17 @@ func NewAggregateDecoder(r io.Reader, lim Limits) *AggregateDecoder {
 // white space), converts UTF-16 (told by its byte order mark), and converts
 // any other encoding that the declaration names.
 func prepareXML(br *bufio.Reader) (io.Reader, error) {
-	head, _ := br.Peek(2)
-	utf16 := bytes.Equal(head, []byte{0xFE, 0xFF}) || bytes.Equal(head, []byte{0xFF, 0xFE})
+	var dec *encoding.Decoder
+	switch head, _ := br.Peek(4); {
+	case bytes.HasPrefix(head, []byte{0xFE, 0xFF}), bytes.HasPrefix(head, []byte{0xFF, 0xFE}):
+		dec = unicode.UTF16(unicode.BigEndian, unicode.ExpectBOM).NewDecoder()
+	case bytes.Equal(head, []byte("<\x00?\x00")): // UTF-16LE without a BOM (XML 1.0 Appendix F)
+		dec = unicode.UTF16(unicode.LittleEndian, unicode.IgnoreBOM).NewDecoder()
+	case bytes.Equal(head, []byte("\x00<\x00?")):
+		dec = unicode.UTF16(unicode.BigEndian, unicode.IgnoreBOM).NewDecoder()
+	}
+	utf16 := dec != nil
 	if utf16 {
-		dec := unicode.UTF16(unicode.BigEndian, unicode.ExpectBOM).NewDecoder()
 		br = bufio.NewReaderSize(transform.NewReader(br, dec), 4<<10)
 	}
 	for {

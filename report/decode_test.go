@@ -89,6 +89,10 @@ func TestLeniency(t *testing.T) {
 			eq(t, "org_name", p.reps[0].Metadata.OrgName, "Enterprise Outlook")
 			eq(t, "records", len(p.recs[0]), 1)
 		}},
+		{"UTF-16BE without BOM", agg("derived", "outlook-utf16be-nobom.xml"), func(t *testing.T, p *parsed) {
+			eq(t, "org_name", p.reps[0].Metadata.OrgName, "Enterprise Outlook")
+			eq(t, "records", len(p.recs[0]), 1)
+		}},
 		{"empty elements", agg("corpus/aggregate", "drconverter__test_empty.xml"), func(t *testing.T, p *parsed) {
 			r := p.recs[0][0]
 			eq(t, "disposition", r.Disposition, Disposition(""))

@@ -133,6 +133,10 @@ func (s *xmlScanner) advance(n int) {
 	s.pos += n
 }
 
+// errBadUTF8 explains the usual cause: a reporter that writes another
+// charset without declaring it.
+const errBadUTF8 = "invalid UTF-8: the bytes are not in the encoding the XML declaration names (UTF-8 when it names none)"
+
 // errNeedMore is returned by the token parsers when the buffer ends inside
 // a token; the caller fills the buffer and parses the token again.
 var errNeedMore = errors.New("need more input")
@@ -342,7 +346,7 @@ func (s *xmlScanner) decode(raw, dst []byte, attr bool) ([]byte, error) {
 		default:
 			r, size := utf8.DecodeRune(raw[i:])
 			if r == utf8.RuneError && size == 1 {
-				return nil, s.fail("invalid UTF-8")
+				return nil, s.fail(errBadUTF8)
 			}
 			if !isXMLChar(r) {
 				return nil, s.fail("illegal character code %U", r)
@@ -452,7 +456,7 @@ func (s *xmlScanner) bang(b []byte) (int, bool, error) {
 		}
 		raw := b[9 : 9+i]
 		if !utf8.Valid(raw) {
-			return 0, false, s.fail("invalid UTF-8")
+			return 0, false, s.fail(errBadUTF8)
 		}
 		s.textBuf = append(s.textBuf[:0], raw...)
 		s.text = s.textBuf

@@ -78,7 +78,7 @@ func TestScannerErrors(t *testing.T) {
 		{"<a/><b/>", "XML line 1: second root element <b>"},
 		{"<a/>text", "XML line 1: text outside the root element"},
 		{"<a>\x01</a>", "XML line 1: illegal character code U+0001"},
-		{"<a>\xff</a>", "XML line 1: invalid UTF-8"},
+		{"<a>\xff</a>", "XML line 1: " + errBadUTF8},
 		{"<a><!-- a -- b --></a>", `XML line 1: "--" inside a comment`},
 		{"\n\n<a><b", "XML line 3: document ends inside markup: truncated"},
 		{"", "XML line 1: no root element"},
