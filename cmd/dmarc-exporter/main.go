@@ -1,8 +1,9 @@
 // Command dmarc-exporter turns DMARC reports into Prometheus metrics.
 //
-// Subcommands:
+// Commands:
 //
-//	parse FILE...   print every report found in the files as NDJSON
+//	serve (default)  read reports from the configured sources, serve /metrics
+//	parse FILE...    print every report found in the files as NDJSON
 package main
 
 import (
@@ -25,6 +26,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	app.ErrorWriter(stderr)
 	app.Terminate(nil)
 
+	serve := newServeCmd(app)
 	parse := newParseCmd(app)
 
 	cmd, err := app.Parse(args)
@@ -35,6 +37,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch cmd {
 	case parse.cmd.FullCommand():
 		return parse.run(stdout, stderr)
+	case serve.cmd.FullCommand():
+		return serve.run(stdout, stderr)
 	}
 	return 0
 }

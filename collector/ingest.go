@@ -1,0 +1,306 @@
+package collector
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dmarc-exporter/dmarc-exporter/report"
+)
+
+// This file is where a report becomes a counter: IngestFile parses a file
+// into per-report totals (parsedReport), and stage adds them, under bounded
+// labels, to the pending batch that Commit makes live and saves.
+
+// Reasons for dmarc_reports_rejected_total: a small fixed set.
+const (
+	RejectMalformed          = "malformed"            // not well-formed, or a wrong value
+	RejectNoReport           = "no_report"            // no DMARC report in the input
+	RejectTooLarge           = "too_large"            // a bound of report.Limits crossed
+	RejectUnsupported        = "unsupported"          // a failure or SMTP TLS report
+	RejectDomainNotMonitored = "domain_not_monitored" // a report for a domain not configured
+)
+
+// RejectReasons lists every reason, for pre-created zero series.
+var RejectReasons = []string{RejectMalformed, RejectNoReport, RejectTooLarge, RejectUnsupported, RejectDomainNotMonitored}
+
+// rejectReason classifies a parse error.
+func rejectReason(err error) string {
+	switch {
+	case errors.Is(err, report.ErrLimit):
+		return RejectTooLarge
+	case errors.Is(err, report.ErrUnsupported):
+		return RejectUnsupported
+	case errors.Is(err, report.ErrNoReport), errors.Is(err, report.ErrNotAggregate):
+		return RejectNoReport
+	}
+	return RejectMalformed
+}
+
+// comboKey is the part of a message series key that a record gives.
+type comboKey struct{ disposition, dmarc, dkim, spf string }
+
+// parsedReport is one aggregate report reduced to what is counted: its
+// identity and its records summed by label combination, so that its size
+// does not grow with its record count.
+type parsedReport struct {
+	policyDomain string
+	reporter     string // ReporterName, before the per-domain cap
+	id           string // dedup identity
+	begin, end   time.Time
+	messages     map[comboKey]uint64
+	overrides    map[string]uint64
+	invalid      uint64
+}
+
+// parseFile reads every aggregate report of one input. It fails as a whole
+// when any part fails, so that a file is counted entirely or not at all.
+func parseFile(r io.Reader, lim report.Limits, labelLength int) ([]*parsedReport, error) {
+	var out []*parsedReport
+	err := report.Walk(r, lim, func(doc report.Document) error {
+		if doc.Kind != report.KindAggregate {
+			return doc.Unsupported()
+		}
+		dec := report.NewAggregateDecoder(doc.Body, lim)
+		hdr, err := dec.Header()
+		if err != nil {
+			return err
+		}
+		p := &parsedReport{
+			policyDomain: hdr.Policy.Domain,
+			reporter:     ReporterName(hdr.Metadata.Email, hdr.Metadata.OrgName, labelLength),
+			begin:        hdr.Metadata.Begin,
+			end:          hdr.Metadata.End,
+			messages:     map[comboKey]uint64{},
+			overrides:    map[string]uint64{},
+		}
+		p.id = dedupKey(p.reporter, hdr.Metadata.ReportID, p.begin, p.end, p.policyDomain)
+		for {
+			rec, err := dec.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			if rec.Problem != "" {
+				p.invalid++
+				continue
+			}
+			p.messages[combo(rec)] += rec.Count
+			for _, reason := range overrideReasons(rec) {
+				p.overrides[reason] += rec.Count
+			}
+		}
+		out = append(out, p)
+		return nil
+	})
+	return out, err
+}
+
+// combo maps a record to label values from closed sets.
+func combo(rec *report.Record) comboKey {
+	k := comboKey{
+		disposition: string(rec.Disposition),
+		dkim:        dmarcLabel(rec.DKIM),
+		spf:         dmarcLabel(rec.SPF),
+		dmarc:       "fail",
+	}
+	if k.disposition == "" {
+		k.disposition = string(report.DispositionOther)
+	}
+	// RFC 7489 §6.6.2: DMARC passes when either aligned mechanism passes.
+	if rec.DKIM == report.DMARCPass || rec.SPF == report.DMARCPass {
+		k.dmarc = "pass"
+	}
+	return k
+}
+
+func dmarcLabel(r report.DMARCResult) string {
+	if r == "" {
+		return string(report.DMARCOther)
+	}
+	return string(r)
+}
+
+// overrideReasons lists a record's distinct override reasons; an empty
+// type with a comment is "other".
+func overrideReasons(rec *report.Record) []string {
+	var out []string
+	for _, r := range rec.Reasons {
+		t := string(r.Type)
+		if t == "" {
+			if r.Comment == "" {
+				continue
+			}
+			t = string(report.ReasonOther)
+		}
+		dup := false
+		for _, o := range out {
+			dup = dup || o == t
+		}
+		if !dup {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// dedupKey identifies a report across deliveries. RFC 7489 leaves report_id
+// uniqueness to the reporter and Google and Mimecast reuse ids across date
+// ranges, so the range and the policy domain are part of the key; the same
+// report arriving twice, in two compressions, has the same key. Hashed, so
+// that a hostile report_id costs no more memory than a short one.
+func dedupKey(reporter, reportID string, begin, end time.Time, domain string) string {
+	h := sha256.New()
+	for _, s := range []string{reporter, reportID, strconv.FormatInt(begin.Unix(), 10), strconv.FormatInt(end.Unix(), 10), domain} {
+		fmt.Fprintf(h, "%d:%s", len(s), s)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// fileKey identifies a file of a source in the state.
+func fileKey(source, path string) string { return source + "\x00" + path }
+
+// Seen reports whether the file at path, with the given mark (its size and
+// modification time), was read already, and if so whether it was rejected.
+func (s *Store) Seen(source, path, mark string) (seen, rejected bool) {
+	k := fileKey(source, path)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	m, ok := s.pending.files[k]
+	if !ok {
+		m, ok = s.live.files[k]
+	}
+	if !ok {
+		return false, false
+	}
+	got, outcome, _ := strings.Cut(m, "|")
+	return got == mark, outcome == "rejected"
+}
+
+// IngestFile reads every report of one file and stages its counts; nothing
+// is visible or saved until Commit. It returns the parse error when the
+// file is rejected, which is staged as a rejection. Either way the file is
+// marked as read.
+func (s *Store) IngestFile(source, path, mark string, r io.Reader) error {
+	s.mu.RLock()
+	labelLength := s.opts.Limits.LabelLength
+	s.mu.RUnlock()
+	reports, err := parseFile(r, s.opts.ReportLimits, labelLength)
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	src := s.in.get(source)
+	if err != nil {
+		s.pending.files[fileKey(source, path)] = mark + "|rejected"
+		s.pending.rejected[rejectKey{src, rejectReason(err)}]++
+		return err
+	}
+	s.pending.files[fileKey(source, path)] = mark + "|ok"
+	now := s.opts.Now()
+	for _, p := range reports {
+		s.stage(src, p, now)
+	}
+	return nil
+}
+
+// Date range anomalies, counted per reporter.
+const (
+	futureSlack = 24 * time.Hour      // a range ending later than this after ingest is "future"
+	oldAge      = 90 * 24 * time.Hour // a range ending longer than this before ingest is "old"
+	longRange   = 7 * 24 * time.Hour  // a range longer than this is "long"
+)
+
+// stage adds one report to the pending batch. s.mu is held.
+func (s *Store) stage(source string, p *parsedReport, now time.Time) {
+	domain, ok := s.domainLabel(p.policyDomain)
+	if !ok {
+		s.pending.rejected[rejectKey{source, RejectDomainNotMonitored}]++
+		return
+	}
+	reporter := s.reporterLabel(domain, p.reporter)
+	rk := reporterKey{domain, reporter}
+	st := s.pending.reporter(rk)
+	_, dupPending := s.pending.dedup[p.id]
+	if _, dupLive := s.live.dedup[p.id]; dupPending || dupLive {
+		st.Duplicates++
+		return
+	}
+	s.pending.dedup[p.id] = now.Unix()
+	st.Reports++
+	st.InvalidRecords += p.invalid
+	end := p.end
+	switch {
+	case end.After(now.Add(futureSlack)):
+		st.Future++
+		end = now // a report from the future must not look fresh for days
+	case end.Before(now.Add(-oldAge)):
+		st.Old++
+	}
+	if p.end.Sub(p.begin) > longRange {
+		st.Long++
+	}
+	st.LastEnd = max(st.LastEnd, end.Unix())
+	s.pending.domains[domain]++
+	for c, n := range p.messages {
+		k := msgKey{domain, reporter, s.in.get(c.disposition), s.in.get(c.dmarc), s.in.get(c.dkim), s.in.get(c.spf)}
+		s.pending.messages[k] += n
+	}
+	for reason, n := range p.overrides {
+		s.pending.overrides[overrideKey{domain, reporter, s.in.get(reason)}] += n
+	}
+}
+
+// domainLabel returns the domain label of a policy domain: the most
+// specific configured domain at or above it, or, with no domains
+// configured, the domain itself up to Limits.Domains distinct values.
+// ok is false when domains are configured and none matches.
+func (s *Store) domainLabel(policyDomain string) (label string, ok bool) {
+	if len(s.opts.Domains) > 0 {
+		best := ""
+		for _, d := range s.opts.Domains {
+			if (policyDomain == d || len(policyDomain) > len(d) && policyDomain[len(policyDomain)-len(d)-1:] == "."+d) && len(d) > len(best) {
+				best = d
+			}
+		}
+		return s.in.get(best), best != ""
+	}
+	d := sanitize(policyDomain, s.opts.Limits.LabelLength)
+	if _, known := s.reporterSets[d]; known {
+		return s.in.get(d), true
+	}
+	if len(s.reporterSets) >= s.opts.Limits.Domains {
+		s.pending.overflow["domain"]++
+		d = otherLabel
+	}
+	d = s.in.get(d)
+	if s.reporterSets[d] == nil {
+		s.reporterSets[d] = map[string]struct{}{}
+	}
+	return d, true
+}
+
+// reporterLabel caps the distinct reporters of a domain.
+func (s *Store) reporterLabel(domain, reporter string) string {
+	set := s.reporterSets[domain]
+	if set == nil {
+		set = map[string]struct{}{}
+		s.reporterSets[domain] = set
+	}
+	if _, known := set[reporter]; known {
+		return s.in.get(reporter)
+	}
+	if len(set) >= s.opts.Limits.ReportersPerDomain {
+		s.pending.overflow["reporter"]++
+		reporter = otherLabel
+	}
+	reporter = s.in.get(reporter)
+	set[reporter] = struct{}{}
+	return reporter
+}

@@ -1,0 +1,285 @@
+package collector
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"maps"
+	"os"
+	"path/filepath"
+)
+
+// The counted data. Every key field holds a bounded label value (see
+// labels.go); values from closed sets are the constants of package report.
+
+type msgKey struct {
+	domain, reporter              string
+	disposition, dmarc, dkim, spf string
+}
+
+type reporterKey struct{ domain, reporter string }
+
+// reporterStats are the per-(domain, reporter) counters.
+type reporterStats struct {
+	Reports    uint64 `json:"reports"`
+	Duplicates uint64 `json:"duplicates"`
+	// InvalidRecords are records flagged by the parser (wrong count or IP).
+	InvalidRecords uint64 `json:"invalid_records"`
+	// LastEnd is the end of the newest report's date range, Unix seconds.
+	LastEnd int64 `json:"last_end"`
+	// Anomalies of the date range, by kind (future, old, long).
+	Future uint64 `json:"future"`
+	Old    uint64 `json:"old"`
+	Long   uint64 `json:"long"`
+}
+
+type overrideKey struct{ domain, reporter, reason string }
+
+type rejectKey struct{ source, reason string }
+
+// counters is everything that is counted. The live state and a pending
+// batch have the same shape: a batch holds increments.
+type counters struct {
+	messages  map[msgKey]uint64
+	reporters map[reporterKey]*reporterStats
+	overrides map[overrideKey]uint64
+	domains   map[string]uint64 // reports per domain
+	rejected  map[rejectKey]uint64
+	overflow  map[string]uint64 // label name -> values sent to "other"
+	// dedup maps a report's identity to when it was first ingested.
+	dedup map[string]int64
+	// files maps source + "\x00" + path to the mark (size, mtime) of a
+	// file already read.
+	files map[string]string
+}
+
+func newCounters() *counters {
+	return &counters{
+		messages:  map[msgKey]uint64{},
+		reporters: map[reporterKey]*reporterStats{},
+		overrides: map[overrideKey]uint64{},
+		domains:   map[string]uint64{},
+		rejected:  map[rejectKey]uint64{},
+		overflow:  map[string]uint64{},
+		dedup:     map[string]int64{},
+		files:     map[string]string{},
+	}
+}
+
+func (c *counters) empty() bool {
+	return len(c.messages) == 0 && len(c.reporters) == 0 && len(c.overrides) == 0 && len(c.domains) == 0 &&
+		len(c.rejected) == 0 && len(c.overflow) == 0 && len(c.dedup) == 0 && len(c.files) == 0
+}
+
+func (c *counters) reporter(k reporterKey) *reporterStats {
+	r := c.reporters[k]
+	if r == nil {
+		r = &reporterStats{}
+		c.reporters[k] = r
+	}
+	return r
+}
+
+// merge adds the increments of b to c.
+func (c *counters) merge(b *counters) {
+	for k, v := range b.messages {
+		c.messages[k] += v
+	}
+	for k, v := range b.reporters {
+		r := c.reporter(k)
+		r.Reports += v.Reports
+		r.Duplicates += v.Duplicates
+		r.InvalidRecords += v.InvalidRecords
+		r.LastEnd = max(r.LastEnd, v.LastEnd)
+		r.Future += v.Future
+		r.Old += v.Old
+		r.Long += v.Long
+	}
+	for k, v := range b.overrides {
+		c.overrides[k] += v
+	}
+	for k, v := range b.domains {
+		c.domains[k] += v
+	}
+	for k, v := range b.rejected {
+		c.rejected[k] += v
+	}
+	for k, v := range b.overflow {
+		c.overflow[k] += v
+	}
+	for k, v := range b.dedup {
+		c.dedup[k] = v
+	}
+	for k, v := range b.files {
+		c.files[k] = v
+	}
+}
+
+// stateFile is the JSON form of the live counters.
+type stateFile struct {
+	Version   int               `json:"version"`
+	Messages  []messageJSON     `json:"messages"`
+	Reporters []reporterJSON    `json:"reporters"`
+	Overrides []overrideJSON    `json:"overrides"`
+	Domains   map[string]uint64 `json:"domains"`
+	Rejected  []rejectJSON      `json:"rejected"`
+	Overflow  map[string]uint64 `json:"overflow"`
+	Dedup     map[string]int64  `json:"dedup"`
+	Files     map[string]string `json:"files"`
+}
+
+type messageJSON struct {
+	Domain      string `json:"domain"`
+	Reporter    string `json:"reporter"`
+	Disposition string `json:"disposition"`
+	DMARC       string `json:"dmarc"`
+	DKIM        string `json:"dkim"`
+	SPF         string `json:"spf"`
+	Value       uint64 `json:"value"`
+}
+
+type reporterJSON struct {
+	Domain   string `json:"domain"`
+	Reporter string `json:"reporter"`
+	reporterStats
+}
+
+type overrideJSON struct {
+	Domain   string `json:"domain"`
+	Reporter string `json:"reporter"`
+	Reason   string `json:"reason"`
+	Value    uint64 `json:"value"`
+}
+
+type rejectJSON struct {
+	Source string `json:"source"`
+	Reason string `json:"reason"`
+	Value  uint64 `json:"value"`
+}
+
+const stateVersion = 1
+
+// toFile copies the counters into their JSON form, which can then be
+// written without holding the store's lock.
+func (c *counters) toFile() *stateFile {
+	f := &stateFile{Version: stateVersion, Domains: maps.Clone(c.domains), Overflow: maps.Clone(c.overflow),
+		Dedup: maps.Clone(c.dedup), Files: maps.Clone(c.files)}
+	for k, v := range c.messages {
+		f.Messages = append(f.Messages, messageJSON{k.domain, k.reporter, k.disposition, k.dmarc, k.dkim, k.spf, v})
+	}
+	for k, v := range c.reporters {
+		f.Reporters = append(f.Reporters, reporterJSON{k.domain, k.reporter, *v})
+	}
+	for k, v := range c.overrides {
+		f.Overrides = append(f.Overrides, overrideJSON{k.domain, k.reporter, k.reason, v})
+	}
+	for k, v := range c.rejected {
+		f.Rejected = append(f.Rejected, rejectJSON{k.source, k.reason, v})
+	}
+	return f
+}
+
+// fromFile rebuilds counters, interning every label value.
+func fromFile(f *stateFile, in *interner) *counters {
+	c := newCounters()
+	for _, m := range f.Messages {
+		c.messages[msgKey{in.get(m.Domain), in.get(m.Reporter), in.get(m.Disposition), in.get(m.DMARC), in.get(m.DKIM), in.get(m.SPF)}] = m.Value
+	}
+	for _, r := range f.Reporters {
+		st := r.reporterStats
+		c.reporters[reporterKey{in.get(r.Domain), in.get(r.Reporter)}] = &st
+	}
+	for _, o := range f.Overrides {
+		c.overrides[overrideKey{in.get(o.Domain), in.get(o.Reporter), in.get(o.Reason)}] = o.Value
+	}
+	for k, v := range f.Domains {
+		c.domains[in.get(k)] = v
+	}
+	for _, r := range f.Rejected {
+		c.rejected[rejectKey{in.get(r.Source), in.get(r.Reason)}] = r.Value
+	}
+	for k, v := range f.Overflow {
+		c.overflow[k] = v
+	}
+	for k, v := range f.Dedup {
+		c.dedup[k] = v
+	}
+	for k, v := range f.Files {
+		c.files[k] = v
+	}
+	return c
+}
+
+// loadState reads the state file; a missing file is an empty state.
+func loadState(path string, in *interner) (*counters, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return newCounters(), nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var f stateFile
+	if err := json.Unmarshal(data, &f); err != nil {
+		return nil, fmt.Errorf("state file %s: %w", path, err)
+	}
+	if f.Version != stateVersion {
+		return nil, fmt.Errorf("state file %s: version %d, want %d", path, f.Version, stateVersion)
+	}
+	return fromFile(&f, in), nil
+}
+
+// writeState writes the state atomically: a temporary file in the same
+// directory, fsynced, renamed over the old one, and the directory fsynced,
+// so that after a crash the file is either the old state or the new one.
+func writeState(path string, f *stateFile) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // after a successful rename there is nothing to remove
+	w := bufio.NewWriterSize(tmp, 1<<20)
+	if err := json.NewEncoder(w).Encode(f); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := w.Flush(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// interner keeps one copy of each label value.
+type interner struct{ m map[string]string }
+
+func newInterner() *interner { return &interner{m: map[string]string{}} }
+
+func (in *interner) get(s string) string {
+	if v, ok := in.m[s]; ok {
+		return v
+	}
+	in.m[s] = s
+	return s
+}

@@ -1,0 +1,180 @@
+// Package collector holds what the exporter has counted from reports,
+// keeps it in a state file that survives restarts and crashes, and serves
+// it to Prometheus.
+//
+// Files are ingested into a pending batch (IngestFile) and made live and
+// saved together by Commit: a report's increments, its dedup key and its
+// file's "read" mark reach the state file in one atomic write, so that
+// after a crash at any moment a restart neither loses a report (its file
+// is read again) nor counts one twice.
+package collector
+
+import (
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/dmarc-exporter/dmarc-exporter/config"
+	"github.com/dmarc-exporter/dmarc-exporter/report"
+)
+
+// StateFileName is the name of the state file under the storage path.
+const StateFileName = "state.json"
+
+// Options configure a Store.
+type Options struct {
+	// Dir is the storage path; the state file is Dir/state.json.
+	Dir string
+	// Domains are the configured (normalised) domains; empty to accept
+	// every policy domain up to Limits.Domains.
+	Domains        []string
+	Limits         config.Limits
+	DedupRetention time.Duration
+	// MaxDedupKeys bounds the remembered report identities; the oldest go
+	// first. Anyone can send reports, so this must be bounded too.
+	MaxDedupKeys int
+	ReportLimits report.Limits
+	Now          func() time.Time
+	Logger       *slog.Logger
+}
+
+// Store is the counted state: live counters served to Prometheus and a
+// pending batch of what was ingested since the last Commit.
+type Store struct {
+	path   string
+	saveMu sync.Mutex // serialises Commit, so saves happen in order
+
+	mu           sync.RWMutex
+	opts         Options
+	live         *counters
+	pending      *counters
+	in           *interner
+	reporterSets map[string]map[string]struct{} // domain -> reporters, live and pending
+
+	// Health of the state file, guarded by mu.
+	lastSave   time.Time
+	saveErrors uint64
+}
+
+// Open loads the state file under opts.Dir, or starts empty when there is
+// none.
+func Open(opts Options) (*Store, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.MaxDedupKeys == 0 {
+		opts.MaxDedupKeys = 1_000_000
+	}
+	s := &Store{
+		path:         filepath.Join(opts.Dir, StateFileName),
+		opts:         opts,
+		pending:      newCounters(),
+		in:           newInterner(),
+		reporterSets: map[string]map[string]struct{}{},
+	}
+	live, err := loadState(s.path, s.in)
+	if err != nil {
+		return nil, err
+	}
+	s.live = live
+	for k := range live.reporters {
+		if s.reporterSets[k.domain] == nil {
+			s.reporterSets[k.domain] = map[string]struct{}{}
+		}
+		s.reporterSets[k.domain][k.reporter] = struct{}{}
+	}
+	for d := range live.domains {
+		if s.reporterSets[d] == nil {
+			s.reporterSets[d] = map[string]struct{}{}
+		}
+	}
+	return s, nil
+}
+
+// SetConfig applies a reloaded configuration: domains and limits. Counted
+// data is kept; a domain no longer configured is no longer exported.
+func (s *Store) SetConfig(domains []string, limits config.Limits, dedupRetention time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.opts.Domains = slices.Clone(domains)
+	s.opts.Limits = limits
+	s.opts.DedupRetention = dedupRetention
+}
+
+// Commit makes the pending batch live and writes the state file. When the
+// write fails the counts stay live (and are served), the error is returned
+// and counted, and the next Commit writes them again.
+func (s *Store) Commit() error {
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
+	s.mu.Lock()
+	dirty := !s.pending.empty()
+	if dirty {
+		s.live.merge(s.pending)
+		s.pending = newCounters()
+		s.expireDedup()
+	}
+	if !dirty && !s.lastSave.IsZero() {
+		s.mu.Unlock()
+		return nil
+	}
+	f := s.live.toFile()
+	s.mu.Unlock()
+
+	err := writeState(s.path, f)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		s.saveErrors++
+		s.lastSave = time.Time{} // retried on the next Commit
+		return fmt.Errorf("write state: %w", err)
+	}
+	s.lastSave = s.opts.Now()
+	return nil
+}
+
+// expireDedup forgets report identities older than the retention, and the
+// oldest beyond MaxDedupKeys. s.mu is held.
+func (s *Store) expireDedup() {
+	cutoff := s.opts.Now().Add(-s.opts.DedupRetention).Unix()
+	for k, t := range s.live.dedup {
+		if t < cutoff {
+			delete(s.live.dedup, k)
+		}
+	}
+	if over := len(s.live.dedup) - s.opts.MaxDedupKeys; over > 0 {
+		times := make([]int64, 0, len(s.live.dedup))
+		for _, t := range s.live.dedup {
+			times = append(times, t)
+		}
+		slices.Sort(times)
+		limit := times[over-1]
+		for k, t := range s.live.dedup {
+			if t <= limit && over > 0 {
+				delete(s.live.dedup, k)
+				over--
+			}
+		}
+	}
+}
+
+// PruneFiles forgets the read marks of a source's files that are no longer
+// there (moved away or deleted), given every path a full scan found.
+func (s *Store) PruneFiles(source string, present map[string]bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	prefix := source + "\x00"
+	for _, files := range []map[string]string{s.live.files, s.pending.files} {
+		for k := range files {
+			if len(k) > len(prefix) && k[:len(prefix)] == prefix && !present[k[len(prefix):]] {
+				delete(files, k)
+			}
+		}
+	}
+}

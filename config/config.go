@@ -1,0 +1,206 @@
+// Package config is the exporter's YAML configuration: what it reads, which
+// domains it counts, and the bounds that keep hostile reports from growing
+// its memory. Files are decoded strictly: an unknown key or a wrong type is
+// an error that names its line.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/common/model"
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	// Domains are the protected domains. A report counts for a domain when
+	// its policy domain is that domain or below it. With none, every policy
+	// domain is counted, up to Limits.Domains.
+	Domains []string `yaml:"domains"`
+	// Directories are directory sources.
+	Directories []Directory `yaml:"directories"`
+	Limits      Limits      `yaml:"limits"`
+	State       State       `yaml:"state"`
+}
+
+// Directory is a directory source: every file below Path is read once.
+type Directory struct {
+	// Name labels the source's metrics; the path when empty.
+	Name string `yaml:"name"`
+	Path string `yaml:"path"`
+	// ArchiveDir and InvalidDir, when set, receive the files that were read
+	// and those that were rejected. Files are never deleted; without these
+	// they stay where they are.
+	ArchiveDir string `yaml:"archive_dir"`
+	InvalidDir string `yaml:"invalid_dir"`
+	// RescanInterval is how often the whole tree is scanned again, as a
+	// safety net for missed file system events.
+	RescanInterval model.Duration `yaml:"rescan_interval"`
+	// SettleTime is how long a file must stay unchanged before it is read,
+	// so that a file still being written is not read half-way.
+	SettleTime model.Duration `yaml:"settle_time"`
+}
+
+// Limits bound the label values that reports can create.
+type Limits struct {
+	// ReportersPerDomain caps distinct reporter label values per domain.
+	ReportersPerDomain int `yaml:"reporters_per_domain"`
+	// Domains caps distinct domain label values when Domains is empty.
+	Domains int `yaml:"domains"`
+	// LabelLength caps the length of a label value taken from a report.
+	LabelLength int `yaml:"label_length"`
+}
+
+// State configures what the state file keeps.
+type State struct {
+	// DedupRetention is how long a report's identity is remembered to
+	// refuse a second delivery of it.
+	DedupRetention model.Duration `yaml:"dedup_retention"`
+}
+
+// Defaults.
+const (
+	DefaultRescanInterval     = model.Duration(5 * time.Minute)
+	DefaultSettleTime         = model.Duration(2 * time.Second)
+	DefaultReportersPerDomain = 100
+	DefaultDomains            = 100
+	DefaultLabelLength        = 64
+	DefaultDedupRetention     = model.Duration(800 * 24 * time.Hour)
+)
+
+// Default returns a configuration with every default set and no sources.
+func Default() *Config {
+	c := &Config{}
+	c.setDefaults()
+	return c
+}
+
+func (c *Config) setDefaults() {
+	if c.Limits.ReportersPerDomain == 0 {
+		c.Limits.ReportersPerDomain = DefaultReportersPerDomain
+	}
+	if c.Limits.Domains == 0 {
+		c.Limits.Domains = DefaultDomains
+	}
+	if c.Limits.LabelLength == 0 {
+		c.Limits.LabelLength = DefaultLabelLength
+	}
+	if c.State.DedupRetention == 0 {
+		c.State.DedupRetention = DefaultDedupRetention
+	}
+	for i := range c.Directories {
+		d := &c.Directories[i]
+		if d.Name == "" {
+			d.Name = d.Path
+		}
+		if d.RescanInterval == 0 {
+			d.RescanInterval = DefaultRescanInterval
+		}
+		if d.SettleTime == 0 {
+			d.SettleTime = DefaultSettleTime
+		}
+	}
+}
+
+// Load reads and checks a configuration file.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	c, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes and checks a configuration.
+func Parse(data []byte) (*Config, error) {
+	c := &Config{}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, errors.New(strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	if err := c.Complete(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Complete sets defaults and checks the configuration; call it after
+// adding sources or domains from the command line.
+func (c *Config) Complete() error {
+	c.setDefaults()
+	return c.validate()
+}
+
+func (c *Config) validate() error {
+	seen := map[string]bool{}
+	for i, d := range c.Domains {
+		n := NormalizeDomain(d)
+		if !validDomain(n) {
+			return fmt.Errorf("domains[%d]: %q is not a domain name", i, d)
+		}
+		if seen[n] {
+			return fmt.Errorf("domains[%d]: %q listed twice", i, d)
+		}
+		seen[n] = true
+		c.Domains[i] = n
+	}
+	names := map[string]bool{}
+	for i, d := range c.Directories {
+		if d.Path == "" {
+			return fmt.Errorf("directories[%d]: path is required", i)
+		}
+		if names[d.Name] {
+			return fmt.Errorf("directories[%d]: name %q used twice", i, d.Name)
+		}
+		names[d.Name] = true
+		if time.Duration(d.RescanInterval) < time.Second {
+			return fmt.Errorf("directories[%d]: rescan_interval %s is shorter than 1s", i, d.RescanInterval)
+		}
+	}
+	switch {
+	case c.Limits.ReportersPerDomain < 1:
+		return fmt.Errorf("limits.reporters_per_domain must be at least 1")
+	case c.Limits.Domains < 1:
+		return fmt.Errorf("limits.domains must be at least 1")
+	case c.Limits.LabelLength < 16:
+		return fmt.Errorf("limits.label_length must be at least 16")
+	case time.Duration(c.State.DedupRetention) < 24*time.Hour:
+		return fmt.Errorf("state.dedup_retention must be at least 1d")
+	}
+	return nil
+}
+
+// NormalizeDomain lower-cases a domain name and drops a trailing dot.
+func NormalizeDomain(s string) string {
+	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(s)), ".")
+}
+
+// validDomain checks the syntax of a host name (RFC 1123 labels; "_" is
+// allowed, as in DNS names used for mail).
+func validDomain(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range label {
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}

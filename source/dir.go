@@ -1,0 +1,287 @@
+package source
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+
+	"github.com/dmarc-exporter/dmarc-exporter/config"
+)
+
+// commitEvery bounds the files read between two saves of the state: one
+// write for many files, and never much work lost to a crash.
+const commitEvery = 100
+
+// Dir reads every file below a directory: all of them at start, then new
+// ones as file system events announce them, with a periodic rescan in case
+// an event was missed. A file is read once its modification time is
+// SettleTime old, so that a file still being written is not read half-way;
+// names starting with "." or ending in ".tmp" or ".part" are never read,
+// since that is how writers mark files in progress.
+type Dir struct {
+	cfg     config.Directory
+	sink    Sink
+	metrics *Metrics
+	log     *slog.Logger
+}
+
+// NewDir returns a directory source.
+func NewDir(cfg config.Directory, sink Sink, m *Metrics, log *slog.Logger) *Dir {
+	m.init(cfg.Name)
+	// Absolute paths, so that an archive directory inside the source
+	// directory is recognised however either was written.
+	for _, p := range []*string{&cfg.Path, &cfg.ArchiveDir, &cfg.InvalidDir} {
+		if *p != "" {
+			if abs, err := filepath.Abs(*p); err == nil {
+				*p = abs
+			}
+		}
+	}
+	return &Dir{cfg: cfg, sink: sink, metrics: m, log: log.With("source", cfg.Name)}
+}
+
+// Run scans until ctx is done.
+func (d *Dir) Run(ctx context.Context) error {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("source %s: watch: %w", d.cfg.Name, err)
+	}
+	defer w.Close()
+	rescan := time.NewTicker(time.Duration(d.cfg.RescanInterval))
+	defer rescan.Stop()
+	soon := time.NewTimer(0) // the first scan starts at once
+	defer soon.Stop()
+	settle := time.Duration(d.cfg.SettleTime)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-soon.C:
+			if wait := d.scan(ctx, w); wait > 0 {
+				soon.Reset(wait)
+			}
+		case <-rescan.C:
+			soon.Reset(0)
+		case ev, ok := <-w.Events:
+			if !ok {
+				return nil
+			}
+			if ev.Op&(fsnotify.Create|fsnotify.Write|fsnotify.Rename) != 0 {
+				soon.Reset(settle) // wait for writes to settle, then scan
+			}
+		case err, ok := <-w.Errors:
+			if !ok {
+				return nil
+			}
+			d.log.Warn("file system events", "err", err)
+			soon.Reset(0)
+		}
+	}
+}
+
+// outcome of a file, for moving it after the state is saved.
+type done struct {
+	path, rel string
+	rejected  bool
+}
+
+// scan reads every new, settled file and returns, when some file was not
+// settled yet, how long to wait before scanning again.
+func (d *Dir) scan(ctx context.Context, w *fsnotify.Watcher) (wait time.Duration) {
+	root := d.cfg.Path
+	settle := time.Duration(d.cfg.SettleTime)
+	present := map[string]bool{}
+	var toMove []done
+	read := 0
+	complete := true
+	flush := func() {
+		if err := d.sink.Commit(); err != nil {
+			d.log.Error("save state", "err", err)
+			d.metrics.errors.WithLabelValues(d.cfg.Name).Inc()
+			return // nothing is moved before it is saved
+		}
+		for _, f := range toMove {
+			d.move(f)
+		}
+		toMove = toMove[:0]
+	}
+	err := filepath.WalkDir(root, func(path string, e fs.DirEntry, err error) error {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil {
+			d.log.Warn("list", "path", path, "err", err)
+			d.metrics.errors.WithLabelValues(d.cfg.Name).Inc()
+			complete = false
+			return nil
+		}
+		if e.IsDir() {
+			if path != root && (d.isOutput(path) || strings.HasPrefix(e.Name(), ".")) {
+				return filepath.SkipDir
+			}
+			if err := w.Add(path); err != nil {
+				d.log.Debug("watch", "path", path, "err", err)
+			}
+			return nil
+		}
+		if !e.Type().IsRegular() || inProgress(e.Name()) {
+			return nil
+		}
+		info, err := e.Info()
+		if err != nil {
+			return nil // gone since listed
+		}
+		rel, _ := filepath.Rel(root, path)
+		present[rel] = true
+		mark := fmt.Sprintf("%d:%d", info.Size(), info.ModTime().UnixNano())
+		if seen, rejected := d.sink.Seen(d.cfg.Name, rel, mark); seen {
+			// Read before a crash that came between saving and moving.
+			if d.cfg.ArchiveDir != "" && !rejected || d.cfg.InvalidDir != "" && rejected {
+				toMove = append(toMove, done{path, rel, rejected})
+			}
+			return nil
+		}
+		if age := time.Since(info.ModTime()); age < settle {
+			wait = max(wait, settle-age)
+			return nil
+		}
+		rejected, err := d.ingest(path, rel, mark)
+		if err != nil {
+			d.log.Warn("read", "path", path, "err", err)
+			d.metrics.errors.WithLabelValues(d.cfg.Name).Inc()
+			complete = false
+			return nil
+		}
+		toMove = append(toMove, done{path, rel, rejected})
+		if read++; read%commitEvery == 0 {
+			flush()
+		}
+		return nil
+	})
+	flush()
+	if err != nil {
+		return 0 // stopped
+	}
+	if complete {
+		d.sink.PruneFiles(d.cfg.Name, present)
+	}
+	d.metrics.scans.WithLabelValues(d.cfg.Name).Inc()
+	d.metrics.lastScan.WithLabelValues(d.cfg.Name).SetToCurrentTime()
+	if wait > 0 {
+		wait += 100 * time.Millisecond
+	}
+	return wait
+}
+
+// ingest reads one file into the sink. An error is an I/O error: the file
+// is tried again later. A rejected file is logged with its reason.
+func (d *Dir) ingest(path, rel, mark string) (rejected bool, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	if err := d.sink.IngestFile(d.cfg.Name, rel, mark, f); err != nil {
+		d.log.Warn("rejected", "file", path, "reason", err)
+		d.metrics.files.WithLabelValues(d.cfg.Name, "rejected").Inc()
+		return true, nil
+	}
+	d.log.Debug("ingested", "file", path)
+	d.metrics.files.WithLabelValues(d.cfg.Name, "ingested").Inc()
+	return false, nil
+}
+
+// isOutput is true for the archive and invalid directories, which may lie
+// inside the source directory and are not read.
+func (d *Dir) isOutput(path string) bool {
+	for _, out := range []string{d.cfg.ArchiveDir, d.cfg.InvalidDir} {
+		if out != "" && filepath.Clean(out) == filepath.Clean(path) {
+			return true
+		}
+	}
+	return false
+}
+
+func inProgress(name string) bool {
+	return strings.HasPrefix(name, ".") || strings.HasSuffix(name, ".tmp") || strings.HasSuffix(name, ".part") ||
+		strings.HasSuffix(name, "~")
+}
+
+// move puts a read file into the archive or invalid directory, under the
+// same relative path; a name already taken gets a numbered suffix. Nothing
+// is moved when the directory is not configured.
+func (d *Dir) move(f done) {
+	dest := d.cfg.ArchiveDir
+	if f.rejected {
+		dest = d.cfg.InvalidDir
+	}
+	if dest == "" {
+		return
+	}
+	target := filepath.Join(dest, f.rel)
+	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+		d.moveFailed(f, err)
+		return
+	}
+	for i := 1; ; i++ {
+		if _, err := os.Lstat(target); errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		target = fmt.Sprintf("%s.%d", filepath.Join(dest, f.rel), i)
+	}
+	if err := moveFile(f.path, target); err != nil {
+		d.moveFailed(f, err)
+		return
+	}
+	d.log.Debug("moved", "file", f.path, "to", target)
+}
+
+func (d *Dir) moveFailed(f done, err error) {
+	d.log.Error("move", "file", f.path, "err", err)
+	d.metrics.errors.WithLabelValues(d.cfg.Name).Inc()
+}
+
+// moveFile renames, or copies and then removes the original when the
+// target is on another file system.
+func moveFile(from, to string) error {
+	err := os.Rename(from, to)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, syscall.EXDEV) {
+		return err
+	}
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		os.Remove(to)
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		os.Remove(to)
+		return err
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	return os.Remove(from)
+}
