@@ -41,10 +41,10 @@ type Directory struct {
 	InvalidDir string `yaml:"invalid_dir"`
 	// RescanInterval is how often the whole tree is scanned again, as a
 	// safety net for missed file system events.
-	RescanInterval model.Duration `yaml:"rescan_interval"`
+	RescanInterval Duration `yaml:"rescan_interval"`
 	// SettleTime is how long a file must stay unchanged before it is read,
 	// so that a file still being written is not read half-way.
-	SettleTime model.Duration `yaml:"settle_time"`
+	SettleTime Duration `yaml:"settle_time"`
 }
 
 // Limits bound the label values that reports can create.
@@ -61,17 +61,40 @@ type Limits struct {
 type State struct {
 	// DedupRetention is how long a report's identity is remembered to
 	// refuse a second delivery of it.
-	DedupRetention model.Duration `yaml:"dedup_retention"`
+	DedupRetention Duration `yaml:"dedup_retention"`
 }
+
+// Duration is a duration as Prometheus writes them ("90s", "5m", "800d");
+// a wrong one is an error that names its line.
+type Duration time.Duration
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	v, err := model.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML implements yaml.Marshaler.
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+func (d Duration) String() string { return model.Duration(d).String() }
 
 // Defaults.
 const (
-	DefaultRescanInterval     = model.Duration(5 * time.Minute)
-	DefaultSettleTime         = model.Duration(2 * time.Second)
+	DefaultRescanInterval     = Duration(5 * time.Minute)
+	DefaultSettleTime         = Duration(2 * time.Second)
 	DefaultReportersPerDomain = 100
 	DefaultDomains            = 100
 	DefaultLabelLength        = 64
-	DefaultDedupRetention     = model.Duration(800 * 24 * time.Hour)
+	DefaultDedupRetention     = Duration(800 * 24 * time.Hour)
 )
 
 // Default returns a configuration with every default set and no sources.

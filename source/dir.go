@@ -20,7 +20,7 @@ import (
 
 // commitEvery bounds the files read between two saves of the state: one
 // write for many files, and never much work lost to a crash.
-const commitEvery = 100
+const commitEvery = 20
 
 // Dir reads every file below a directory: all of them at start, then new
 // ones as file system events announce them, with a periodic rescan in case
@@ -47,7 +47,7 @@ func NewDir(cfg config.Directory, sink Sink, m *Metrics, log *slog.Logger) *Dir 
 			}
 		}
 	}
-	return &Dir{cfg: cfg, sink: sink, metrics: m, log: log.With("source", cfg.Name)}
+	return &Dir{cfg: cfg, sink: sink, metrics: m, log: log.With("input", cfg.Name)}
 }
 
 // Run scans until ctx is done.

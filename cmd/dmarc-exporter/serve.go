@@ -241,7 +241,7 @@ func (r *sourceRunner) start(ctx context.Context, cfg *config.Config) {
 		go func() {
 			defer r.wg.Done()
 			if err := dir.Run(ctx); err != nil {
-				r.log.Error("source stopped", "source", d.Name, "err", err)
+				r.log.Error("source stopped", "input", d.Name, "err", err)
 			}
 		}()
 	}

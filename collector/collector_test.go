@@ -1,0 +1,287 @@
+package collector
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/dmarc-exporter/dmarc-exporter/config"
+	"github.com/dmarc-exporter/dmarc-exporter/report"
+)
+
+var testNow = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+
+func testStore(t testing.TB, dir string, domains ...string) *Store {
+	t.Helper()
+	s, err := Open(Options{
+		Dir:            dir,
+		Domains:        domains,
+		Limits:         config.Limits{ReportersPerDomain: 5, Domains: 10, LabelLength: 64},
+		DedupRetention: 800 * 24 * time.Hour,
+		ReportLimits:   report.DefaultLimits(),
+		Now:            func() time.Time { return testNow },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// genReport writes an aggregate report as a reporter would.
+func genReport(email, domain, id string, begin time.Time, counts ...int) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, `<?xml version="1.0"?><feedback><report_metadata><org_name>x</org_name><email>%s</email><report_id>%s</report_id>`+
+		`<date_range><begin>%d</begin><end>%d</end></date_range></report_metadata>`+
+		`<policy_published><domain>%s</domain><p>reject</p></policy_published>`, email, id, begin.Unix(), begin.Add(24*time.Hour-time.Second).Unix(), domain)
+	for i, n := range counts {
+		fmt.Fprintf(&b, `<record><row><source_ip>192.0.2.%d</source_ip><count>%d</count><policy_evaluated><disposition>none</disposition>`+
+			`<dkim>pass</dkim><spf>fail</spf><reason><type>forwarded</type></reason></policy_evaluated></row>`+
+			`<identifiers><header_from>%s</header_from></identifiers></record>`, i%250, n, domain)
+	}
+	b.WriteString("</feedback>")
+	return b.Bytes()
+}
+
+func TestReporterName(t *testing.T) {
+	for _, tt := range []struct{ email, org, want string }{
+		{"noreply-dmarc-support@google.com", "google.com", "google.com"},
+		{"no-reply@uk-1.mimecastreport.com", "Mimecast", "mimecastreport.com"},
+		{"dmarc_support@corp.mail.ru", "Mail.Ru", "mail.ru"},
+		{"postmaster@dmarc.yahoo.com", "Yahoo! Inc.", "yahoo.com"},
+		{"admin@estadocuenta1.infonacot.gob.mx", "XYZ Corporation", "infonacot.gob.mx"},
+		{"mailto:dmarc@Reports.Example.CO.UK>", "", "example.co.uk"},
+		{"postmaster@test", "Test Inc.", "test_inc"},
+		{"", "<script>alert(1)</script>", "script_alert_1_script"},
+		{"", "", "unknown"},
+		{"a@" + strings.Repeat("x", 300) + ".com", "", strings.Repeat("x", 64)},
+	} {
+		if got := ReporterName(tt.email, tt.org, 64); got != tt.want {
+			t.Errorf("ReporterName(%q, %q) = %q, want %q", tt.email, tt.org, got, tt.want)
+		}
+	}
+}
+
+// TestIngest: counts, dedup across deliveries, domain matching, and the
+// state file round trip.
+func TestIngest(t *testing.T) {
+	dir := t.TempDir()
+	s := testStore(t, dir, "example.com", "sub.example.com")
+	day := testNow.Add(-48 * time.Hour)
+	r1 := genReport("noreply@google.com", "example.com", "1", day, 3, 4)
+	for i, in := range []struct {
+		name string
+		data []byte
+		err  bool
+	}{
+		{"a.xml", r1, false},
+		{"a-again.xml", r1, false}, // duplicate: counted once
+		{"sub.xml", genReport("noreply@google.com", "mail.sub.example.com", "2", day, 5), false},
+		{"other.xml", genReport("noreply@google.com", "example.net", "3", day, 6), false},
+		{"broken.xml", r1[:len(r1)-20], true},
+	} {
+		err := s.IngestFile("src", in.name, fmt.Sprint(i), bytes.NewReader(in.data))
+		if (err != nil) != in.err {
+			t.Fatalf("%s: error %v", in.name, err)
+		}
+	}
+	if n := testutil.CollectAndCount(s, "dmarc_messages_total"); n != 0 {
+		t.Fatalf("%d message series visible before Commit", n)
+	}
+	if err := s.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	want := `
+# HELP dmarc_messages_total Messages reported in DMARC aggregate reports (the sum of record counts), by protected domain, reporter, applied disposition, DMARC result and policy-evaluated (aligned) DKIM and SPF results. Grows when a report is ingested.
+# TYPE dmarc_messages_total counter
+dmarc_messages_total{disposition="none",dkim="pass",dmarc="pass",domain="example.com",reporter="google.com",spf="fail"} 7
+dmarc_messages_total{disposition="none",dkim="pass",dmarc="pass",domain="sub.example.com",reporter="google.com",spf="fail"} 5
+# HELP dmarc_reports_duplicate_total Aggregate reports received again (same reporter, report_id, date range and policy domain) and not counted twice.
+# TYPE dmarc_reports_duplicate_total counter
+dmarc_reports_duplicate_total{domain="example.com",reporter="google.com"} 1
+dmarc_reports_duplicate_total{domain="sub.example.com",reporter="google.com"} 0
+# HELP dmarc_reports_rejected_total Inputs or reports refused, by source and reason (malformed, no_report, too_large, unsupported, domain_not_monitored).
+# TYPE dmarc_reports_rejected_total counter
+dmarc_reports_rejected_total{reason="domain_not_monitored",source="src"} 1
+dmarc_reports_rejected_total{reason="malformed",source="src"} 1
+# HELP dmarc_policy_override_messages_total Messages whose disposition the receiver overrode, by reason (forwarded, sampled_out, trusted_forwarder, mailing_list, local_policy, policy_test_mode, other).
+# TYPE dmarc_policy_override_messages_total counter
+dmarc_policy_override_messages_total{domain="example.com",reason="forwarded",reporter="google.com"} 7
+dmarc_policy_override_messages_total{domain="sub.example.com",reason="forwarded",reporter="google.com"} 5
+# HELP dmarc_report_end_timestamp_seconds End of the date range of the newest report ingested, by domain and reporter (a range ending in the future counts as ending at ingest).
+# TYPE dmarc_report_end_timestamp_seconds gauge
+dmarc_report_end_timestamp_seconds{domain="example.com",reporter="google.com"} 1.795521599e+09
+dmarc_report_end_timestamp_seconds{domain="sub.example.com",reporter="google.com"} 1.795521599e+09
+`
+	names := []string{"dmarc_messages_total", "dmarc_reports_duplicate_total", "dmarc_reports_rejected_total",
+		"dmarc_policy_override_messages_total", "dmarc_report_end_timestamp_seconds"}
+	if err := testutil.CollectAndCompare(s, strings.NewReader(want), names...); err != nil {
+		t.Fatal(err)
+	}
+	if problems, err := testutil.CollectAndLint(s); err != nil || len(problems) > 0 {
+		t.Fatalf("lint: %v %v", err, problems)
+	}
+
+	// Restart: everything is restored from the state file.
+	s2 := testStore(t, dir, "example.com", "sub.example.com")
+	if err := testutil.CollectAndCompare(s2, strings.NewReader(want), names...); err != nil {
+		t.Fatalf("after restart: %v", err)
+	}
+	if seen, rejected := s2.Seen("src", "broken.xml", "4"); !seen || !rejected {
+		t.Errorf("broken.xml: seen %v rejected %v after restart", seen, rejected)
+	}
+	// The same report a third time, after the restart: still a duplicate.
+	if err := s2.IngestFile("src", "a-third.xml", "x", bytes.NewReader(r1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s2.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if v := testutil.ToFloat64(collectOne(t, s2, "dmarc_reports_total", "example.com", "google.com")); v != 1 {
+		t.Errorf("dmarc_reports_total = %v after a third delivery, want 1", v)
+	}
+}
+
+// collectOne returns the one metric of name whose first label values match.
+func collectOne(t *testing.T, c prometheus.Collector, name string, labels ...string) prometheus.Collector {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			for i, l := range labels {
+				if m.GetLabel()[i].GetValue() != l {
+					continue metrics
+				}
+			}
+			return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "x", Help: "x"}, func() float64 { return m.GetCounter().GetValue() })
+		}
+	}
+	t.Fatalf("no %s%v", name, labels)
+	return nil
+}
+
+// TestHostile: thousands of reports with random reporters and domains stay
+// within the caps, and the overflow is counted.
+func TestHostile(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, configured := range []bool{true, false} {
+		t.Run(fmt.Sprintf("domains configured %v", configured), func(t *testing.T) {
+			var domains []string
+			if configured {
+				domains = []string{"example.com"}
+			}
+			s := testStore(t, t.TempDir(), domains...)
+			const n = 3000
+			for i := range n {
+				domain := fmt.Sprintf("h%d.example.com", rng.IntN(1e6))
+				if i%2 == 0 {
+					domain = fmt.Sprintf("x%d.attacker%d.test", rng.IntN(1e6), rng.IntN(1e6))
+				}
+				email := fmt.Sprintf("r@%s.sender%d.test", strings.Repeat("z", rng.IntN(100)), rng.IntN(1e6))
+				data := genReport(email, domain, fmt.Sprint(rng.Int64()), testNow.Add(-48*time.Hour), rng.IntN(10))
+				if err := s.IngestFile("src", fmt.Sprint(i), "m", bytes.NewReader(data)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := s.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			domainsSeen := map[string]bool{}
+			reportersPerDomain := map[string]map[string]bool{}
+			for k := range s.live.messages {
+				domainsSeen[k.domain] = true
+				if reportersPerDomain[k.domain] == nil {
+					reportersPerDomain[k.domain] = map[string]bool{}
+				}
+				reportersPerDomain[k.domain][k.reporter] = true
+				if len(k.reporter) > 64 || len(k.domain) > 64 {
+					t.Fatalf("label longer than the limit: %+v", k)
+				}
+			}
+			maxDomains := 10 + 1 // the cap, plus "other"
+			if configured {
+				maxDomains = 1
+			}
+			if len(domainsSeen) > maxDomains {
+				t.Errorf("%d domain labels, cap %d", len(domainsSeen), maxDomains)
+			}
+			for d, r := range reportersPerDomain {
+				if len(r) > 5+1 {
+					t.Errorf("domain %s: %d reporter labels, cap 5+other", d, len(r))
+				}
+			}
+			if s.live.overflow["reporter"] == 0 {
+				t.Error("reporter overflow not counted")
+			}
+			if !configured && s.live.overflow["domain"] == 0 {
+				t.Error("domain overflow not counted")
+			}
+			if configured && s.live.rejected[rejectKey{"src", RejectDomainNotMonitored}] != n/2 {
+				t.Errorf("rejected %d reports for other domains, want %d", s.live.rejected[rejectKey{"src", RejectDomainNotMonitored}], n/2)
+			}
+			if series := testutil.CollectAndCount(s); series > 2000 {
+				t.Errorf("%d series", series)
+			}
+		})
+	}
+}
+
+// TestStateFileAtomic: a failed write keeps the old state file intact and
+// the counts are written on the next Commit.
+func TestStateFileAtomic(t *testing.T) {
+	dir := t.TempDir()
+	s := testStore(t, dir, "example.com")
+	if err := s.IngestFile("src", "a", "1", bytes.NewReader(genReport("a@google.com", "example.com", "1", testNow, 1))); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(filepath.Join(dir, StateFileName))
+	if err := os.Chmod(dir, 0o500); err != nil {
+		t.Fatal(err)
+	}
+	if os.Geteuid() == 0 {
+		// root writes into read-only directories: make the directory a file's path instead.
+		os.Chmod(dir, 0o700)
+		s.path = filepath.Join(dir, StateFileName, "sub", StateFileName)
+	}
+	if err := s.IngestFile("src", "b", "1", bytes.NewReader(genReport("a@google.com", "example.com", "2", testNow, 1))); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit(); err == nil {
+		t.Fatal("write into a read-only place succeeded")
+	}
+	os.Chmod(dir, 0o700)
+	after, _ := os.ReadFile(filepath.Join(dir, StateFileName))
+	if !bytes.Equal(before, after) {
+		t.Fatal("failed write changed the state file")
+	}
+	if s.saveErrors != 1 {
+		t.Errorf("saveErrors = %d", s.saveErrors)
+	}
+	s.path = filepath.Join(dir, StateFileName)
+	if err := s.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := testStore(t, dir, "example.com")
+	if got := s2.live.domains["example.com"]; got != 2 {
+		t.Errorf("restored %d reports, want 2", got)
+	}
+}
