@@ -466,10 +466,11 @@ func (s *xmlScanner) bang(b []byte) (int, bool, error) {
 		if s.sawRoot {
 			return 0, false, s.fail("DOCTYPE after the root element")
 		}
-		// Skip to the '>' that closes it, past quoted strings and an
-		// internal subset in brackets.
+		// Skip to the '>' that closes it, as encoding/xml does: past quoted
+		// strings, comments, and the markup declarations of an internal
+		// subset, each a '<' closed by its own '>'.
 		var quote byte
-		brackets := 0
+		depth := 0
 		for i := 9; i < len(b); i++ {
 			c := b[i]
 			switch {
@@ -479,12 +480,25 @@ func (s *xmlScanner) bang(b []byte) (int, bool, error) {
 				}
 			case c == '"' || c == '\'':
 				quote = c
-			case c == '[':
-				brackets++
-			case c == ']':
-				brackets--
-			case c == '>' && brackets <= 0:
-				return i + 1, true, nil
+			case c == '<':
+				rest := b[i:]
+				if len(rest) < 4 && bytes.HasPrefix([]byte("<!--"), rest) {
+					return 0, false, s.needMore()
+				}
+				if bytes.HasPrefix(rest, []byte("<!--")) {
+					j := bytes.Index(rest[4:], []byte("-->"))
+					if j < 0 {
+						return 0, false, s.needMore()
+					}
+					i += 4 + j + 2
+					continue
+				}
+				depth++
+			case c == '>':
+				if depth == 0 {
+					return i + 1, true, nil
+				}
+				depth--
 			}
 		}
 		return 0, false, s.needMore()

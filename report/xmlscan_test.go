@@ -82,6 +82,10 @@ func TestScannerErrors(t *testing.T) {
 		{"<a><!-- a -- b --></a>", `XML line 1: "--" inside a comment`},
 		{"\n\n<a><b", "XML line 3: document ends inside markup: truncated"},
 		{"", "XML line 1: no root element"},
+		// A DOCTYPE ends where encoding/xml ends it, so that no element can
+		// hide in it from one reader and not from the other.
+		{"<!DOCTYPE[>]><A/>", "XML line 1: text outside the root element"},
+		{"<!DOCTYPE a [<!-- ' -->]><A/><!-- '] --><B/>", "XML line 1: second root element <B>"},
 	} {
 		_, err := scanTokens([]byte(tt.in), 64<<10)
 		if err == nil || err.Error() != tt.want {
