@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -11,7 +12,6 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Goals, measured here rather than in timed tests:
@@ -86,9 +86,7 @@ func BenchmarkScrape(b *testing.B) {
 	for _, n := range []int{10_000, 100_000, 1_000_000} {
 		b.Run(fmt.Sprintf("%dk", n/1000), func(b *testing.B) {
 			s, heap := storeWithSeries(b, n)
-			reg := prometheus.NewRegistry()
-			reg.MustRegister(s)
-			h := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+			h := Handler(prometheus.NewRegistry(), s, slog.New(slog.DiscardHandler))
 			for b.Loop() {
 				rec := httptest.NewRecorder()
 				rec.Body = nil

@@ -6,9 +6,15 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -284,4 +290,64 @@ func TestStateFileAtomic(t *testing.T) {
 	if got := s2.live.domains["example.com"]; got != 2 {
 		t.Errorf("restored %d reports, want 2", got)
 	}
+}
+
+// TestWriteTextMatchesCollect: the text /metrics serves and the
+// prometheus.Collector give the same series, and the text parses.
+func TestWriteTextMatchesCollect(t *testing.T) {
+	s := testStore(t, t.TempDir(), "example.com", "example.net")
+	for i, src := range []string{"plain", `we"ird\path`, "näme\nx"} {
+		data := genReport("noreply@google.com", "example.com", fmt.Sprint(i), testNow.Add(-48*time.Hour), 1, 2)
+		s.IngestFile(src, "a", "1", bytes.NewReader(data))
+		s.IngestFile(src, "b", "1", strings.NewReader("not a report"))
+	}
+	if err := s.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	var text bytes.Buffer
+	if err := s.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fromText, err := p.TextToMetricFamilies(bytes.NewReader(text.Bytes()))
+	if err != nil {
+		t.Fatalf("WriteText output does not parse: %v\n%s", err, text.String())
+	}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(s)
+	gathered, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gathered) != len(fromText) {
+		t.Fatalf("%d families from Collect, %d from WriteText", len(gathered), len(fromText))
+	}
+	for _, mf := range gathered {
+		want := seriesLines(mf)
+		got := seriesLines(fromText[mf.GetName()])
+		if strings.Join(want, "\n") != strings.Join(got, "\n") {
+			t.Errorf("%s:\nCollect:\n%s\nWriteText:\n%s", mf.GetName(), strings.Join(want, "\n"), strings.Join(got, "\n"))
+		}
+		if fromText[mf.GetName()].GetHelp() != mf.GetHelp() || fromText[mf.GetName()].GetType() != mf.GetType() {
+			t.Errorf("%s: HELP or TYPE differ", mf.GetName())
+		}
+	}
+}
+
+func seriesLines(mf *dto.MetricFamily) []string {
+	if mf == nil {
+		return nil
+	}
+	var out []string
+	for _, m := range mf.GetMetric() {
+		var labels []string
+		for _, l := range m.GetLabel() {
+			labels = append(labels, l.GetName()+"="+strconv.Quote(l.GetValue()))
+		}
+		sort.Strings(labels)
+		v := m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		out = append(out, fmt.Sprintf("%s %g", strings.Join(labels, ","), v))
+	}
+	sort.Strings(out)
+	return out
 }

@@ -179,6 +179,7 @@ func exposition(mfs map[string]*dto.MetricFamily, counters bool) string {
 			for _, l := range m.GetLabel() {
 				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
 			}
+			sort.Strings(labels)
 			lines = append(lines, fmt.Sprintf("%s{%s} %g", name, strings.Join(labels, ","), value(m)))
 		}
 	}

@@ -17,7 +17,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/promslog"
 	promslogflag "github.com/prometheus/common/promslog/flag"
 	"github.com/prometheus/common/version"
@@ -119,7 +118,7 @@ func (c *serveCmd) run(stdout, stderr io.Writer) int {
 		logger.Error("open state", "err", err)
 		return 1
 	}
-	reg.MustRegister(store)
+	// The store is served by collector.Handler, after the registry.
 	reloadOK := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "dmarc_exporter_config_last_reload_successful",
 		Help: "Whether the last configuration reload succeeded (1) or not (0).",
@@ -163,8 +162,7 @@ func (c *serveCmd) run(stdout, stderr io.Writer) int {
 	}()
 
 	mux := http.NewServeMux()
-	mux.Handle(*c.telemetryPath, promhttp.HandlerFor(reg, promhttp.HandlerOpts{
-		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelError), Registry: reg}))
+	mux.Handle(*c.telemetryPath, collector.Handler(reg, store, logger))
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "Healthy") })
 	mux.HandleFunc("/-/ready", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "Ready") })
 	mux.HandleFunc("/-/reload", func(w http.ResponseWriter, r *http.Request) {
