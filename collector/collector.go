@@ -136,6 +136,13 @@ func (s *Store) visit(fn func(f *family, v float64, labelValues ...string)) {
 	for k, v := range s.live.rejected {
 		fn(rejectedFamily, float64(v), k.source, k.reason)
 	}
+	for _, src := range s.opts.Sources { // pre-created at 0
+		for _, reason := range RejectReasons {
+			if _, ok := s.live.rejected[rejectKey{src, reason}]; !ok {
+				fn(rejectedFamily, 0, src, reason)
+			}
+		}
+	}
 	for _, label := range []string{"domain", "reporter"} {
 		fn(overflowFamily, float64(s.live.overflow[label]), label)
 	}

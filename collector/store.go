@@ -30,7 +30,10 @@ type Options struct {
 	Dir string
 	// Domains are the configured (normalised) domains; empty to accept
 	// every policy domain up to Limits.Domains.
-	Domains        []string
+	Domains []string
+	// Sources are the names of the configured sources, whose rejection
+	// counters are served at 0 from the start.
+	Sources        []string
 	Limits         config.Limits
 	DedupRetention time.Duration
 	// MaxDedupKeys bounds the remembered report identities; the oldest go
@@ -99,10 +102,11 @@ func Open(opts Options) (*Store, error) {
 
 // SetConfig applies a reloaded configuration: domains and limits. Counted
 // data is kept; a domain no longer configured is no longer exported.
-func (s *Store) SetConfig(domains []string, limits config.Limits, dedupRetention time.Duration) {
+func (s *Store) SetConfig(domains, sources []string, limits config.Limits, dedupRetention time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.opts.Domains = slices.Clone(domains)
+	s.opts.Sources = slices.Clone(sources)
 	s.opts.Limits = limits
 	s.opts.DedupRetention = dedupRetention
 }

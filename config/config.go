@@ -204,6 +204,15 @@ func (c *Config) validate() error {
 	return nil
 }
 
+// SourceNames lists the names of every source.
+func (c *Config) SourceNames() []string {
+	var names []string
+	for _, d := range c.Directories {
+		names = append(names, d.Name)
+	}
+	return names
+}
+
 // NormalizeDomain lower-cases a domain name and drops a trailing dot.
 func NormalizeDomain(s string) string {
 	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(s)), ".")

@@ -19,6 +19,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/dmarc-exporter/dmarc-exporter/report"
 )
@@ -455,5 +456,52 @@ func TestConfigCheck(t *testing.T) {
 	out, err = exec.Command(binary, "--config.file="+filepath.Join("..", "..", "config", "testdata", "unknown-key.bad.yml"), "--config.check").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "line 4: field archve_dir not found") {
 		t.Errorf("bad config: %v: %s", err, out)
+	}
+}
+
+// TestWebConfig: --web.config.file (exporter-toolkit) protects /metrics
+// with basic auth.
+func TestWebConfig(t *testing.T) {
+	dir := t.TempDir()
+	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	webCfg := filepath.Join(dir, "web.yml")
+	os.WriteFile(webCfg, []byte(fmt.Sprintf("basic_auth_users:\n  prometheus: %s\n", hash)), 0o600)
+	addr := freePort(t)
+	cmd := exec.Command(binary, "--source.dir="+filepath.Join(testdata, "derived"), "--storage.path="+dir,
+		"--web.listen-address="+addr, "--web.config.file="+webCfg)
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	get := func(user, pass string) int {
+		req, _ := http.NewRequest("GET", "http://"+addr+"/metrics", nil)
+		if user != "" {
+			req.SetBasicAuth(user, pass)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for deadline := time.Now().Add(10 * time.Second); get("", "") == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not listening\n%s", logs.String())
+		}
+	}
+	if code := get("", ""); code != http.StatusUnauthorized {
+		t.Errorf("without credentials: %d", code)
+	}
+	if code := get("prometheus", "wrong"); code != http.StatusUnauthorized {
+		t.Errorf("wrong password: %d", code)
+	}
+	if code := get("prometheus", "s3cret"); code != http.StatusOK {
+		t.Errorf("right password: %d", code)
 	}
 }

@@ -109,6 +109,7 @@ func (c *serveCmd) run(stdout, stderr io.Writer) int {
 	store, err := collector.Open(collector.Options{
 		Dir:            *c.storagePath,
 		Domains:        cfg.Domains,
+		Sources:        cfg.SourceNames(),
 		Limits:         cfg.Limits,
 		DedupRetention: time.Duration(cfg.State.DedupRetention),
 		ReportLimits:   report.DefaultLimits(),
@@ -146,7 +147,7 @@ func (c *serveCmd) run(stdout, stderr io.Writer) int {
 			logger.Error("reload: keeping the running configuration", "err", err)
 			return err
 		}
-		store.SetConfig(cfg.Domains, cfg.Limits, time.Duration(cfg.State.DedupRetention))
+		store.SetConfig(cfg.Domains, cfg.SourceNames(), cfg.Limits, time.Duration(cfg.State.DedupRetention))
 		sources.start(ctx, cfg)
 		reloadOK.Set(1)
 		reloadTime.SetToCurrentTime()
