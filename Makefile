@@ -9,8 +9,13 @@ FUZZTIME ?= 60s
 
 all: build
 
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS := -X github.com/prometheus/common/version.Version=$(VERSION) \
+	-X github.com/prometheus/common/version.Revision=$(REVISION)
+
 build:
-	$(GO) build -o dmarc-exporter ./cmd/dmarc-exporter
+	$(GO) build -ldflags '$(LDFLAGS)' -o dmarc-exporter ./cmd/dmarc-exporter
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -41,7 +46,7 @@ fuzz:
 	$(GO) test ./report -run '^$$' -fuzz '^FuzzMail$$' -fuzztime $(FUZZTIME)
 
 bench:
-	$(GO) test ./report -run '^$$' -bench . -benchmem
+	$(GO) test ./report ./collector -run '^$$' -bench . -benchmem
 
 docker:
 	docker build -t dmarc-exporter .
