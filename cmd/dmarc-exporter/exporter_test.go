@@ -294,9 +294,9 @@ func lineDiff(want, got string) string {
 	return strings.Join(out, "\n")
 }
 
-// copyTree copies the files of dirs into dst, with modification times in
-// the past so that they count as settled.
-func copyTree(t *testing.T, dst string, dirs ...string) int {
+// copyTree copies the files of dirs into dst, copies times over, with
+// modification times in the past so that they count as settled.
+func copyTree(t *testing.T, dst string, copies int, dirs ...string) int {
 	t.Helper()
 	n := 0
 	old := time.Now().Add(-time.Hour)
@@ -307,12 +307,14 @@ func copyTree(t *testing.T, dst string, dirs ...string) int {
 			if err != nil {
 				t.Fatal(err)
 			}
-			target := filepath.Join(dst, filepath.Base(dir)+"-"+filepath.Base(f))
-			if err := os.WriteFile(target, data, 0o644); err != nil {
-				t.Fatal(err)
+			for c := range copies {
+				target := filepath.Join(dst, fmt.Sprintf("%d-%s-%s", c, filepath.Base(dir), filepath.Base(f)))
+				if err := os.WriteFile(target, data, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				os.Chtimes(target, old, old)
+				n++
 			}
-			os.Chtimes(target, old, old)
-			n++
 		}
 	}
 	return n
@@ -333,7 +335,9 @@ func TestCrash(t *testing.T) {
 		for _, d := range []string{src, archive, invalid} {
 			os.MkdirAll(d, 0o755)
 		}
-		files := copyTree(t, src, corpus...)
+		// Every report many times over (all but the first are duplicates),
+		// so that ingest takes long enough to be interrupted often.
+		files := copyTree(t, src, 8, corpus...)
 		cfg := filepath.Join(dir, "config.yml")
 		os.WriteFile(cfg, []byte(fmt.Sprintf("directories:\n  - name: src\n    path: %s\n    archive_dir: %s\n    invalid_dir: %s\n", src, archive, invalid)), 0o644)
 		args := []string{"--config.file=" + cfg, "--storage.path=" + state}
@@ -355,6 +359,9 @@ func TestCrash(t *testing.T) {
 			if left := countFiles(src); left > 0 && left < files {
 				midIngest++
 			}
+		}
+		if kills > 0 {
+			t.Logf("%d of %d kills came mid-ingest", midIngest, kills)
 		}
 		if kills > 0 && midIngest < 2 {
 			t.Fatalf("only %d of %d kills came mid-ingest: the test proves nothing", midIngest, kills)
