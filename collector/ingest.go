@@ -80,11 +80,7 @@ func parseFile(r io.Reader, lim report.Limits, labelLength int) ([]*parsedReport
 			overrides:    map[string]uint64{},
 		}
 		p.id = dedupKey(p.reporter, hdr.Metadata.ReportID, p.begin, p.end, p.policyDomain)
-		for {
-			rec, err := dec.Next()
-			if err == io.EOF {
-				break
-			}
+		for rec, err := range dec.All() {
 			if err != nil {
 				return err
 			}

@@ -107,11 +107,7 @@ func parseReader(r io.Reader, lim Limits) (*parsed, error) {
 		}
 		var c [2]uint64
 		var recs []*Record
-		for {
-			rec, err := dec.Next()
-			if err == io.EOF {
-				break
-			}
+		for rec, err := range dec.All() {
 			if err != nil {
 				return err
 			}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"math"
 	"net/netip"
 	"strconv"
@@ -166,8 +167,24 @@ func (a *AggregateDecoder) Next() (*Record, error) {
 	return rec, nil
 }
 
-// Records returned so far.
-func (a *AggregateDecoder) Records() int { return a.records }
+// RecordCount is the number of records returned so far.
+func (a *AggregateDecoder) RecordCount() int { return a.records }
+
+// All returns the records one at a time, as Next does, ending after the
+// last one; a non-nil error ends the sequence.
+func (a *AggregateDecoder) All() iter.Seq2[*Record, error] {
+	return func(yield func(*Record, error) bool) {
+		for {
+			rec, err := a.Next()
+			if err == io.EOF {
+				return
+			}
+			if !yield(rec, err) || err != nil {
+				return
+			}
+		}
+	}
+}
 
 // wrap adds the line to an error of the report's content. Well-formedness
 // errors carry their line already; errors of the container (gzip, zip)

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -243,11 +242,7 @@ func distinctMessages(t *testing.T, dirs ...string) uint64 {
 					return err
 				}
 				var n uint64
-				for {
-					r, err := dec.Next()
-					if err == io.EOF {
-						break
-					}
+				for r, err := range dec.All() {
 					if err != nil {
 						return err
 					}

@@ -128,15 +128,11 @@ func writeAggregate(w io.Writer, name string, doc report.Document) error {
 	defer recs.Close()
 	var messages uint64
 	var flagged int
-	for {
-		rec, err := dec.Next()
-		if err == io.EOF {
-			break
-		}
+	for rec, err := range dec.All() {
 		if err != nil {
 			return err
 		}
-		if dec.Records() > 1 {
+		if dec.RecordCount() > 1 {
 			recs.Write([]byte{','})
 		}
 		line, err := json.Marshal(rec)
@@ -166,7 +162,7 @@ func writeAggregate(w io.Writer, name string, doc report.Document) error {
 		Errors:           hdr.Metadata.Errors,
 		Policy:           hdr.Policy,
 		Extensions:       hdr.Extensions,
-		Records:          dec.Records(),
+		Records:          dec.RecordCount(),
 		Messages:         messages,
 		Flagged:          flagged,
 	})
