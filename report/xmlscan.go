@@ -73,7 +73,7 @@ type scanError struct {
 func (e *scanError) Error() string { return fmt.Sprintf("XML line %d: %s", e.line, e.msg) }
 
 func newXMLScanner(r io.Reader, maxToken int) *xmlScanner {
-	return &xmlScanner{r: r, buf: make([]byte, 64<<10), line: 1, maxTok: maxToken}
+	return &xmlScanner{r: r, buf: make([]byte, 16<<10), line: 1, maxTok: maxToken}
 }
 
 func (s *xmlScanner) fail(format string, args ...any) error {
