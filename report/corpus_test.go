@@ -2,11 +2,12 @@ package report
 
 import (
 	"bufio"
-	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -76,10 +77,12 @@ var sameAsRE = regexp.MustCompile(`same as (\S+\.xml)\b`)
 
 // parsed is what walking one file gave.
 type parsed struct {
-	kinds  []Kind
-	counts [][2]uint64 // records, messages of each aggregate report
-	reps   []*Aggregate
-	recs   [][]*Record
+	kinds    []Kind
+	counts   [][2]uint64 // records, messages of each aggregate report
+	reps     []*Aggregate
+	recs     [][]*Record
+	tls      []*TLSReport
+	failures []*FailureReport
 }
 
 // parseFile walks a file and decodes every aggregate report in it, the way
@@ -97,8 +100,19 @@ func parseReader(r io.Reader, lim Limits) (*parsed, error) {
 	p := &parsed{}
 	err := Walk(r, lim, func(doc Document) error {
 		p.kinds = append(p.kinds, doc.Kind)
-		if doc.Kind != KindAggregate {
-			return doc.Unsupported()
+		switch doc.Kind {
+		case KindSMTPTLS:
+			rep, err := ParseTLSReport(doc.Body, lim)
+			if err == nil {
+				p.tls = append(p.tls, rep)
+			}
+			return err
+		case KindFailure:
+			rep, err := ParseFailure(doc.Body, lim)
+			if err == nil {
+				p.failures = append(p.failures, rep)
+			}
+			return err
 		}
 		dec := NewAggregateDecoder(doc.Body, lim)
 		hdr, err := dec.Header()
@@ -136,20 +150,16 @@ func TestCorpus(t *testing.T) {
 			p, err := parseFile(filepath.Join(corpusDir, e.file), DefaultLimits())
 			tls := strings.Contains(e.notes, "TLS report JSON") || e.kind == "smtp_tls"
 			switch {
-			case e.kind == "failure" || tls:
-				// Recognised and refused with a reason until failure and
-				// SMTP TLS reports are parsed.
-				if err == nil {
-					t.Fatalf("parsed a %s file as aggregate: %+v", e.kind, p.counts)
+			case e.expect == "parse" && tls:
+				if err != nil {
+					t.Fatalf("parse failed: %v", err)
 				}
-				want := "DMARC failure report"
-				if tls {
-					want = "SMTP TLS report"
+				checkTLS(t, e, p)
+			case e.expect == "parse" && e.kind == "failure":
+				if err != nil {
+					t.Fatalf("parse failed: %v", err)
 				}
-				if e.expect == "parse" && (!errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), want)) {
-					t.Fatalf("error %q does not say it is an unsupported %s", err, want)
-				}
-				t.Logf("refused: %v", err)
+				checkFailure(t, e, p)
 			case e.expect == "parse":
 				if err != nil {
 					t.Fatalf("parse failed: %v", err)
@@ -168,7 +178,14 @@ func TestCorpus(t *testing.T) {
 					t.Logf("refused: %v", err)
 					return
 				}
-				checkCounts(t, e, p)
+				switch {
+				case tls:
+					checkTLS(t, e, p)
+				case e.kind == "failure":
+					checkFailure(t, e, p)
+				default:
+					checkCounts(t, e, p)
+				}
 			default:
 				t.Fatalf("unknown expect=%q", e.expect)
 			}
@@ -189,5 +206,77 @@ func checkCounts(t *testing.T, e manifestEntry, p *parsed) {
 			t.Errorf("report %d: %d records, %d messages; MANIFEST says %d, %d",
 				i+1, p.counts[i][0], p.counts[i][1], e.counts[i][0], e.counts[i][1])
 		}
+	}
+}
+
+var (
+	tlsOrgRE     = regexp.MustCompile(`org '([^']*)'; (\d+) polic(?:y|ies) \(([^)]*)\)`)
+	tlsResultsRE = regexp.MustCompile(`result-types ([a-z0-9, -]+)`)
+	arfFieldRE   = regexp.MustCompile(`(Feedback-Type|Auth-Failure|Delivery-Result|Reported-Domain): ([^;]+)`)
+)
+
+// checkTLS compares an SMTP TLS report with the MANIFEST notes: the
+// organisation, the policy types in order, and the result types.
+func checkTLS(t *testing.T, e manifestEntry, p *parsed) {
+	t.Helper()
+	m := tlsOrgRE.FindStringSubmatch(e.notes)
+	if m == nil {
+		t.Fatalf("MANIFEST notes give no TLS report details: %s", e.notes)
+	}
+	if len(p.tls) != 1 {
+		t.Fatalf("%d SMTP TLS reports, want 1 (kinds %v)", len(p.tls), p.kinds)
+	}
+	r := p.tls[0]
+	eq(t, "organization-name", r.OrganizationName, m[1])
+	var types []string
+	results := map[string]bool{}
+	for _, pol := range r.Policies {
+		types = append(types, string(pol.Type))
+		for _, f := range pol.Failures {
+			results[string(f.ResultType)] = true
+		}
+	}
+	eq(t, "policies", fmt.Sprint(len(r.Policies)), m[2])
+	eq(t, "policy types", strings.Join(types, ", "), m[3])
+	var want []string
+	if rm := tlsResultsRE.FindStringSubmatch(e.notes); rm != nil {
+		want = strings.Split(strings.TrimSpace(rm[1]), ", ")
+	}
+	var got []string
+	for k := range results {
+		got = append(got, k)
+	}
+	sort.Strings(got)
+	sort.Strings(want)
+	eq(t, "result types", strings.Join(got, ", "), strings.Join(want, ", "))
+}
+
+// checkFailure compares a failure report with the ARF fields the MANIFEST
+// notes name.
+func checkFailure(t *testing.T, e manifestEntry, p *parsed) {
+	t.Helper()
+	if len(p.failures) != 1 {
+		t.Fatalf("%d failure reports, want 1 (kinds %v)", len(p.failures), p.kinds)
+	}
+	f := p.failures[0]
+	for _, m := range arfFieldRE.FindAllStringSubmatch(e.notes, -1) {
+		want := strings.ToLower(strings.TrimSpace(m[2]))
+		switch m[1] {
+		case "Feedback-Type":
+			eq(t, m[1], f.FeedbackType, want)
+		case "Auth-Failure":
+			eq(t, m[1], string(f.AuthFailure), want)
+		case "Delivery-Result":
+			if d := ParseDeliveryResult(want); d != "other" {
+				eq(t, m[1], f.DeliveryResult, d)
+			} else {
+				eq(t, m[1], f.DeliveryResult, DeliveryResult("other"))
+			}
+		case "Reported-Domain":
+			eq(t, m[1], f.ReportedDomain, want)
+		}
+	}
+	if f.Domain() == "" || f.Reporter == "" {
+		t.Errorf("domain %q, reporter %q", f.Domain(), f.Reporter)
 	}
 }

@@ -1,6 +1,7 @@
 package report
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -13,13 +14,30 @@ import (
 // mail walks the MIME tree of an RFC 5322 message (RFC 2045, RFC 2046):
 // multipart bodies, nested message/rfc822 parts, and leaves in any
 // transfer encoding. Each leaf that is not body text is sniffed like a file.
+//
+// A mail is read into memory first (bounded by MaxArchiveBytes), because
+// a failure report is handed on whole, as the mail it came in.
 func (w *walker) mail(p string, r io.Reader, depth int) error {
-	e, err := message.Read(r)
+	raw, err := io.ReadAll(newLimitReader(r, w.lim.MaxArchiveBytes, "mail"))
+	if err != nil {
+		return fmt.Errorf("%sread mail: %w", prefix(p), err)
+	}
+	e, err := message.Read(bytes.NewReader(raw))
 	if err != nil && !benignMIME(err) {
 		return fmt.Errorf("%sread mail: %w", prefix(p), err)
 	}
-	return w.entity(p, "", e, depth)
+	err = w.entity(p, "", e, depth)
+	var found *failureFound
+	if errors.As(err, &found) {
+		return w.document(found.path, KindFailure, bytes.NewReader(raw))
+	}
+	return err
 }
+
+// failureFound unwinds the walk of a mail found to be a failure report.
+type failureFound struct{ path string }
+
+func (f *failureFound) Error() string { return "failure report" }
 
 // benignMIME is true for go-message's errors that still leave a readable
 // entity: an unknown charset (we never want the body converted; XML names
@@ -36,10 +54,13 @@ func (w *walker) entity(p, num string, e *message.Entity, depth int) error {
 		return fmt.Errorf("%sMIME parts nested deeper than %d: %w", prefix(p), w.lim.MaxDepth, ErrLimit)
 	}
 	mediaType, params, _ := e.Header.ContentType()
-	if mediaType == "multipart/report" && strings.EqualFold(params["report-type"], "feedback-report") {
-		// An ARF message (RFC 5965): the returned original message may
-		// itself carry attachments, which must not be read as reports.
-		return w.document(p, KindFailure, e.Body)
+	if mediaType == "multipart/report" && strings.EqualFold(params["report-type"], "feedback-report") ||
+		mediaType == "message/feedback-report" {
+		// An ARF message (RFC 5965), or a part of one in a mail that is
+		// not multipart/report (NetEase through Outlook): the whole mail
+		// is the report, and the returned original message may carry
+		// attachments, which must not be read as reports.
+		return &failureFound{path: p}
 	}
 	if mr := e.MultipartReader(); mr != nil {
 		return w.multipart(p, num, mr, depth)
@@ -47,8 +68,6 @@ func (w *walker) entity(p, num string, e *message.Entity, depth int) error {
 	switch mediaType {
 	case "message/rfc822", "message/global":
 		return w.mail(p, e.Body, depth+1)
-	case "message/feedback-report":
-		return w.document(p, KindFailure, e.Body)
 	}
 	if isBodyText(mediaType, e.Header) {
 		_, err := io.Copy(io.Discard, e.Body)

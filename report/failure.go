@@ -1,0 +1,245 @@
+package report
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/mail"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-message"
+	"github.com/emersion/go-message/textproto"
+)
+
+// Failure reports (RFC 9991, formerly RFC 7489 §7.3): ARF messages
+// (RFC 5965) of Feedback-Type auth-failure (RFC 6591), with a
+// message/feedback-report part and the returned message or its headers.
+//
+// Lenient: the report part anywhere in the MIME tree (NetEase, forwarded
+// through Outlook, sends multipart/mixed), base64 on message/* parts (which
+// RFC 2046 forbids), field names in any case, unknown fields. Refused with
+// a reason: an ARF message of another Feedback-Type (abuse, fraud, ...),
+// which is not an authentication failure report, and a mail without a
+// message/feedback-report part.
+
+// FailureReport is one DMARC failure report. It holds personal data (the
+// addresses and headers of a real message): callers must not put any of it
+// in a metric label, and Redacted gives a copy fit to keep.
+type FailureReport struct {
+	// Reporter is the From address of the report mail.
+	Reporter          string          `json:"reporter"`
+	FeedbackType      string          `json:"feedback_type"`
+	UserAgent         string          `json:"user_agent,omitempty"`
+	AuthFailure       AuthFailure     `json:"auth_failure"`
+	ReportedDomain    string          `json:"reported_domain,omitempty"`
+	SourceIP          netip.Addr      `json:"source_ip"`
+	OriginalMailFrom  string          `json:"original_mail_from,omitempty"`
+	OriginalRcptTo    string          `json:"original_rcpt_to,omitempty"`
+	ArrivalDate       time.Time       `json:"arrival_date"`
+	DKIMDomain        string          `json:"dkim_domain,omitempty"`
+	DKIMSelector      string          `json:"dkim_selector,omitempty"`
+	DKIMIdentity      string          `json:"dkim_identity,omitempty"`
+	SPFDNS            string          `json:"spf_dns,omitempty"`
+	DeliveryResult    DeliveryResult  `json:"delivery_result"`
+	IdentityAlignment string          `json:"identity_alignment,omitempty"`
+	Original          OriginalHeaders `json:"original"`
+}
+
+// OriginalHeaders are fields of the returned message.
+type OriginalHeaders struct {
+	From      string `json:"from,omitempty"`
+	To        string `json:"to,omitempty"`
+	Subject   string `json:"subject,omitempty"`
+	MessageID string `json:"message_id,omitempty"`
+	Date      string `json:"date,omitempty"`
+}
+
+// Domain is the domain the report is about: Reported-Domain, else the
+// domain of the returned message's From.
+func (f *FailureReport) Domain() string {
+	if f.ReportedDomain != "" {
+		return f.ReportedDomain
+	}
+	return addrDomain(f.Original.From)
+}
+
+// Redacted returns a copy without personal data: local parts of addresses
+// are replaced by "*", the subject and message id are dropped.
+func (f *FailureReport) Redacted() *FailureReport {
+	r := *f
+	r.OriginalMailFrom = redactAddr(f.OriginalMailFrom)
+	r.OriginalRcptTo = redactAddr(f.OriginalRcptTo)
+	r.DKIMIdentity = redactAddr(f.DKIMIdentity)
+	r.Original = OriginalHeaders{From: redactAddr(f.Original.From), To: redactAddr(f.Original.To), Date: f.Original.Date}
+	return &r
+}
+
+// AuthFailure is the Auth-Failure of RFC 6591 §3.2.2 (dmarc from RFC 7489).
+type AuthFailure string
+
+// AuthFailures is the closed set, "other" last.
+var AuthFailures = []AuthFailure{"dmarc", "dkim", "spf", "adsp", "bodyhash", "revoked", "signature", "other"}
+
+// ParseAuthFailure maps an Auth-Failure value to the closed set.
+func ParseAuthFailure(s string) AuthFailure {
+	s = norm(s)
+	for _, a := range AuthFailures {
+		if string(a) == s {
+			return a
+		}
+	}
+	return "other"
+}
+
+// DeliveryResult is the Delivery-Result of RFC 6591 §3.2.3.
+type DeliveryResult string
+
+// DeliveryResults is the closed set, "other" last; "unknown" when absent.
+var DeliveryResults = []DeliveryResult{"delivered", "spam", "policy", "reject", "unknown", "other"}
+
+// ParseDeliveryResult maps a Delivery-Result to the closed set.
+func ParseDeliveryResult(s string) DeliveryResult {
+	s = norm(s)
+	if s == "" {
+		return "unknown"
+	}
+	for _, d := range DeliveryResults {
+		if string(d) == s {
+			return d
+		}
+	}
+	return "other"
+}
+
+// ParseFailure decodes an ARF failure report from a whole mail.
+func ParseFailure(r io.Reader, lim Limits) (*FailureReport, error) {
+	e, err := message.Read(newLimitReader(r, lim.MaxDecompressedBytes, "failure report"))
+	if err != nil && !benignMIME(err) {
+		return nil, fmt.Errorf("failure report: read mail: %w", err)
+	}
+	f := &FailureReport{Reporter: headerAddr(e.Header.Get("From"))}
+	var feedback, original textproto.Header
+	var sawFeedback, sawOriginal bool
+	parts := 0
+	var walk func(e *message.Entity, depth int) error
+	walk = func(e *message.Entity, depth int) error {
+		if depth > lim.MaxDepth {
+			return fmt.Errorf("failure report: MIME parts nested deeper than %d: %w", lim.MaxDepth, ErrLimit)
+		}
+		if mr := e.MultipartReader(); mr != nil {
+			for {
+				p, err := mr.NextPart()
+				if err == io.EOF {
+					return nil
+				}
+				if err != nil && (p == nil || !benignMIME(err)) {
+					return fmt.Errorf("failure report: MIME part: %w", err)
+				}
+				if parts++; parts > lim.MaxMembers {
+					return fmt.Errorf("failure report: more than %d MIME parts: %w", lim.MaxMembers, ErrLimit)
+				}
+				if err := walk(p, depth+1); err != nil {
+					return err
+				}
+			}
+		}
+		mediaType, _, _ := e.Header.ContentType()
+		switch {
+		case mediaType == "message/feedback-report" && !sawFeedback:
+			h, err := readFields(e.Body, lim)
+			if err != nil {
+				return fmt.Errorf("failure report: message/feedback-report part: %w", err)
+			}
+			feedback, sawFeedback = h, true
+		case (mediaType == "message/rfc822" || mediaType == "text/rfc822-headers" || mediaType == "message/rfc822-headers") && !sawOriginal:
+			h, err := readFields(e.Body, lim)
+			if err == nil {
+				original, sawOriginal = h, true
+			}
+		}
+		_, err := io.Copy(io.Discard, e.Body)
+		return err
+	}
+	if err := walk(e, 0); err != nil {
+		return nil, err
+	}
+	if !sawFeedback {
+		return nil, fmt.Errorf("mail has no message/feedback-report part: not an ARF failure report: %w", ErrNoReport)
+	}
+	get := func(k string) string { return truncate(strings.TrimSpace(feedback.Get(k)), lim.MaxTextBytes) }
+	f.FeedbackType = strings.ToLower(get("Feedback-Type"))
+	if f.FeedbackType != "auth-failure" {
+		return nil, fmt.Errorf("ARF report of Feedback-Type %q, not an authentication failure report: %w", truncate(f.FeedbackType, 40), ErrNotFailure)
+	}
+	f.UserAgent = get("User-Agent")
+	f.AuthFailure = ParseAuthFailure(get("Auth-Failure"))
+	f.ReportedDomain = normDomain(get("Reported-Domain"))
+	if ip, err := netip.ParseAddr(strings.Trim(get("Source-IP"), "[]")); err == nil {
+		f.SourceIP = ip.Unmap().WithZone("")
+	}
+	f.OriginalMailFrom = strings.Trim(get("Original-Mail-From"), "<>")
+	f.OriginalRcptTo = strings.Trim(get("Original-Rcpt-To"), "<>")
+	if t, err := mail.ParseDate(get("Arrival-Date")); err == nil {
+		f.ArrivalDate = t.UTC()
+	}
+	f.DKIMDomain = normDomain(get("DKIM-Domain"))
+	f.DKIMSelector = get("DKIM-Selector")
+	f.DKIMIdentity = get("DKIM-Identity")
+	f.SPFDNS = get("SPF-DNS")
+	f.DeliveryResult = ParseDeliveryResult(get("Delivery-Result"))
+	f.IdentityAlignment = get("Identity-Alignment")
+	if sawOriginal {
+		oget := func(k string) string { return truncate(strings.TrimSpace(original.Get(k)), 1024) }
+		f.Original = OriginalHeaders{From: oget("From"), To: oget("To"), Subject: oget("Subject"),
+			MessageID: oget("Message-ID"), Date: oget("Date")}
+	}
+	if f.Domain() == "" {
+		return nil, fmt.Errorf("failure report names no domain (no Reported-Domain, no From in the returned message): %w", ErrInvalid)
+	}
+	return f, nil
+}
+
+// ErrNotFailure: an ARF message that is not an authentication failure
+// report (Feedback-Type abuse, fraud, virus, ...).
+var ErrNotFailure = fmt.Errorf("not a DMARC failure report: %w", ErrNoReport)
+
+// readFields reads header fields (RFC 5322 syntax) from a part's body.
+func readFields(r io.Reader, lim Limits) (textproto.Header, error) {
+	br := bufio.NewReader(newLimitReader(r, int64(lim.MaxTextBytes)*4, "header block"))
+	h, err := textproto.ReadHeader(br)
+	if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+		return h, err
+	}
+	return h, nil
+}
+
+// headerAddr returns the address of an address header, or the header as
+// it is when it does not parse.
+func headerAddr(s string) string {
+	if a, err := mail.ParseAddress(s); err == nil {
+		return strings.ToLower(a.Address)
+	}
+	return truncate(strings.TrimSpace(s), 256)
+}
+
+// addrDomain returns the domain of an address (in a header or bare).
+func addrDomain(s string) string {
+	a := headerAddr(s)
+	if i := strings.LastIndexByte(a, '@'); i >= 0 {
+		return normDomain(strings.Trim(a[i+1:], "<> "))
+	}
+	return ""
+}
+
+// redactAddr keeps only the domain of an address.
+func redactAddr(s string) string {
+	if s == "" {
+		return ""
+	}
+	if d := addrDomain(s); d != "" {
+		return "*@" + d
+	}
+	return "*"
+}
