@@ -66,7 +66,27 @@ var (
 	saveErrorsFamily = newFamily("dmarc_exporter_state_write_errors_total",
 		"Failed writes of the state file since start.", true)
 
-	families = []*family{messagesFamily, reportsFamily, domainReportsFamily, duplicatesFamily, rejectedFamily,
+	failuresFamily = newFamily("dmarc_failure_reports_total",
+		"DMARC failure reports (RFC 9991) ingested, by domain, reporter, Auth-Failure (dmarc, dkim, spf, adsp, bodyhash, revoked, signature, other) and Delivery-Result (delivered, spam, policy, reject, unknown, other).",
+		true, "domain", "reporter", "auth_failure", "delivery_result")
+	failureDuplicatesFamily = newFamily("dmarc_failure_reports_duplicate_total",
+		"DMARC failure reports received again and not counted twice.",
+		true, "domain", "reporter")
+	tlsReportsFamily = newFamily("smtp_tls_reports_total",
+		"SMTP TLS reports (RFC 8460) ingested, by policy domain and reporter.",
+		true, "domain", "reporter")
+	tlsDuplicatesFamily = newFamily("smtp_tls_reports_duplicate_total",
+		"SMTP TLS reports received again and not counted twice.",
+		true, "domain", "reporter")
+	tlsSessionsFamily = newFamily("smtp_tls_sessions_total",
+		"TLS sessions reported in SMTP TLS report summaries, by policy domain, reporter, policy type (sts, tlsa, no-policy-found) and result (success, failure).",
+		true, "domain", "reporter", "policy_type", "result")
+	tlsFailedFamily = newFamily("smtp_tls_failed_sessions_total",
+		"Failed TLS sessions in SMTP TLS report failure details, by result type of RFC 8460 §4.3 (other for unknown types).",
+		true, "domain", "reporter", "policy_type", "result_type")
+
+	families = []*family{failuresFamily, failureDuplicatesFamily, tlsReportsFamily, tlsDuplicatesFamily,
+		tlsSessionsFamily, tlsFailedFamily, messagesFamily, reportsFamily, domainReportsFamily, duplicatesFamily, rejectedFamily,
 		invalidRecordsFamily, overridesFamily, lastEndFamily, anomaliesFamily, overflowFamily, dedupKeysFamily,
 		lastSaveFamily, saveErrorsFamily}
 )
@@ -118,6 +138,40 @@ func (s *Store) visit(fn func(f *family, v float64, labelValues ...string)) {
 			fn(anomaliesFamily, float64(r.Future), k.domain, k.reporter, "future")
 			fn(anomaliesFamily, float64(r.Old), k.domain, k.reporter, "old")
 			fn(anomaliesFamily, float64(r.Long), k.domain, k.reporter, "long")
+		}
+	}
+	for _, p := range []struct {
+		f          *family
+		m          map[reporterKey]*kindStats
+		duplicates bool
+	}{
+		{failureDuplicatesFamily, s.live.failureReporters, true},
+		{tlsReportsFamily, s.live.tlsReporters, false},
+		{tlsDuplicatesFamily, s.live.tlsReporters, true},
+	} {
+		for k, st := range p.m {
+			if shown(k.domain) {
+				v := st.Reports
+				if p.duplicates {
+					v = st.Duplicates
+				}
+				fn(p.f, float64(v), k.domain, k.reporter)
+			}
+		}
+	}
+	for k, v := range s.live.failures {
+		if shown(k.domain) {
+			fn(failuresFamily, float64(v), k.domain, k.reporter, k.authFailure, k.deliveryResult)
+		}
+	}
+	for _, p := range []struct {
+		f *family
+		m map[tlsKey]uint64
+	}{{tlsSessionsFamily, s.live.tlsSessions}, {tlsFailedFamily, s.live.tlsFailed}} {
+		for k, v := range p.m {
+			if shown(k.domain) {
+				fn(p.f, float64(v), k.domain, k.reporter, k.policyType, k.result)
+			}
 		}
 	}
 	for k, v := range s.live.overrides {

@@ -2,12 +2,24 @@ package collector
 
 import (
 	"bufio"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
 )
+
+// SamplesHandler serves the kept failure report samples as JSON, newest
+// first.
+func SamplesHandler(store *Store) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(store.Samples())
+	})
+}
 
 // Handler serves /metrics: the registry's metrics (the exporter's own, Go
 // and process metrics, sources) followed by the Store's, written directly

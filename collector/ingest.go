@@ -22,20 +22,20 @@ const (
 	RejectMalformed          = "malformed"            // not well-formed, or a wrong value
 	RejectNoReport           = "no_report"            // no DMARC report in the input
 	RejectTooLarge           = "too_large"            // a bound of report.Limits crossed
-	RejectUnsupported        = "unsupported"          // a failure or SMTP TLS report
 	RejectDomainNotMonitored = "domain_not_monitored" // a report for a domain not configured
+	RejectNotFailure         = "not_auth_failure"     // an ARF report of another feedback type (abuse, ...)
 )
 
 // RejectReasons lists every reason, for pre-created zero series.
-var RejectReasons = []string{RejectMalformed, RejectNoReport, RejectTooLarge, RejectUnsupported, RejectDomainNotMonitored}
+var RejectReasons = []string{RejectMalformed, RejectNoReport, RejectTooLarge, RejectDomainNotMonitored, RejectNotFailure}
 
 // rejectReason classifies a parse error.
 func rejectReason(err error) string {
 	switch {
 	case errors.Is(err, report.ErrLimit):
 		return RejectTooLarge
-	case errors.Is(err, report.ErrUnsupported):
-		return RejectUnsupported
+	case errors.Is(err, report.ErrNotFailure):
+		return RejectNotFailure
 	case errors.Is(err, report.ErrNoReport), errors.Is(err, report.ErrNotAggregate):
 		return RejectNoReport
 	}
@@ -58,13 +58,31 @@ type parsedReport struct {
 	invalid      uint64
 }
 
-// parseFile reads every aggregate report of one input. It fails as a whole
-// when any part fails, so that a file is counted entirely or not at all.
-func parseFile(r io.Reader, lim report.Limits, labelLength int) ([]*parsedReport, error) {
-	var out []*parsedReport
+// parsedFile is every report of one input.
+type parsedFile struct {
+	aggregates []*parsedReport
+	tls        []*report.TLSReport
+	failures   []*report.FailureReport
+}
+
+// parseFile reads every report of one input. It fails as a whole when any
+// part fails, so that a file is counted entirely or not at all.
+func parseFile(r io.Reader, lim report.Limits, labelLength int) (*parsedFile, error) {
+	out := &parsedFile{}
 	err := report.Walk(r, lim, func(doc report.Document) error {
-		if doc.Kind != report.KindAggregate {
-			return doc.Unsupported()
+		switch doc.Kind {
+		case report.KindSMTPTLS:
+			rep, err := report.ParseTLSReport(doc.Body, lim)
+			if err == nil {
+				out.tls = append(out.tls, rep)
+			}
+			return err
+		case report.KindFailure:
+			rep, err := report.ParseFailure(doc.Body, lim)
+			if err == nil {
+				out.failures = append(out.failures, rep)
+			}
+			return err
 		}
 		dec := report.NewAggregateDecoder(doc.Body, lim)
 		hdr, err := dec.Header()
@@ -93,7 +111,7 @@ func parseFile(r io.Reader, lim report.Limits, labelLength int) ([]*parsedReport
 				p.overrides[reason] += rec.Count
 			}
 		}
-		out = append(out, p)
+		out.aggregates = append(out.aggregates, p)
 		return nil
 	})
 	return out, err
@@ -188,7 +206,7 @@ func (s *Store) IngestFile(source, path, mark string, r io.Reader) error {
 	s.mu.RLock()
 	labelLength := s.opts.Limits.LabelLength
 	s.mu.RUnlock()
-	reports, err := parseFile(r, s.opts.ReportLimits, labelLength)
+	parsed, err := parseFile(r, s.opts.ReportLimits, labelLength)
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -200,8 +218,14 @@ func (s *Store) IngestFile(source, path, mark string, r io.Reader) error {
 	}
 	s.pending.files[fileKey(source, path)] = mark + "|ok"
 	now := s.opts.Now()
-	for _, p := range reports {
+	for _, p := range parsed.aggregates {
 		s.stage(src, p, now)
+	}
+	for _, t := range parsed.tls {
+		s.stageTLS(src, t, now, labelLength)
+	}
+	for _, f := range parsed.failures {
+		s.stageFailure(src, f, now, labelLength)
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 )
 
 // The counted data. Every key field holds a bounded label value (see
@@ -53,6 +54,13 @@ type counters struct {
 	// files maps source + "\x00" + path to the mark (size, mtime) of a
 	// file already read.
 	files map[string]string
+
+	tlsReporters     map[reporterKey]*kindStats
+	tlsSessions      map[tlsKey]uint64
+	tlsFailed        map[tlsKey]uint64
+	failureReporters map[reporterKey]*kindStats
+	failures         map[failureKey]uint64
+	samples          []Sample // redacted failure reports, oldest first
 }
 
 func newCounters() *counters {
@@ -65,12 +73,20 @@ func newCounters() *counters {
 		overflow:  map[string]uint64{},
 		dedup:     map[string]int64{},
 		files:     map[string]string{},
+
+		tlsReporters:     map[reporterKey]*kindStats{},
+		tlsSessions:      map[tlsKey]uint64{},
+		tlsFailed:        map[tlsKey]uint64{},
+		failureReporters: map[reporterKey]*kindStats{},
+		failures:         map[failureKey]uint64{},
 	}
 }
 
 func (c *counters) empty() bool {
 	return len(c.messages) == 0 && len(c.reporters) == 0 && len(c.overrides) == 0 && len(c.domains) == 0 &&
-		len(c.rejected) == 0 && len(c.overflow) == 0 && len(c.dedup) == 0 && len(c.files) == 0
+		len(c.rejected) == 0 && len(c.overflow) == 0 && len(c.dedup) == 0 && len(c.files) == 0 &&
+		len(c.tlsReporters) == 0 && len(c.tlsSessions) == 0 && len(c.tlsFailed) == 0 &&
+		len(c.failureReporters) == 0 && len(c.failures) == 0 && len(c.samples) == 0
 }
 
 func (c *counters) reporter(k reporterKey) *reporterStats {
@@ -82,8 +98,29 @@ func (c *counters) reporter(k reporterKey) *reporterStats {
 	return r
 }
 
-// merge adds the increments of b to c.
-func (c *counters) merge(b *counters) {
+// merge adds the increments of b to c, keeping at most maxSamples samples.
+func (c *counters) merge(b *counters, maxSamples int) {
+	for _, m := range []struct{ dst, src map[reporterKey]*kindStats }{
+		{c.tlsReporters, b.tlsReporters}, {c.failureReporters, b.failureReporters}} {
+		for k, v := range m.src {
+			st := stats(m.dst, k)
+			st.Reports += v.Reports
+			st.Duplicates += v.Duplicates
+		}
+	}
+	for k, v := range b.tlsSessions {
+		c.tlsSessions[k] += v
+	}
+	for k, v := range b.tlsFailed {
+		c.tlsFailed[k] += v
+	}
+	for k, v := range b.failures {
+		c.failures[k] += v
+	}
+	c.samples = append(c.samples, b.samples...)
+	if over := len(c.samples) - maxSamples; over > 0 {
+		c.samples = slices.Delete(c.samples, 0, over)
+	}
 	for k, v := range b.messages {
 		c.messages[k] += v
 	}
@@ -128,6 +165,35 @@ type stateFile struct {
 	Overflow  map[string]uint64 `json:"overflow"`
 	Dedup     map[string]int64  `json:"dedup"`
 	Files     map[string]string `json:"files"`
+
+	TLSReporters     []kindJSON    `json:"smtp_tls_reporters,omitempty"`
+	TLSSessions      []tlsJSON     `json:"smtp_tls_sessions,omitempty"`
+	TLSFailed        []tlsJSON     `json:"smtp_tls_failed_sessions,omitempty"`
+	FailureReporters []kindJSON    `json:"failure_reporters,omitempty"`
+	Failures         []failureJSON `json:"failures,omitempty"`
+	Samples          []Sample      `json:"failure_samples,omitempty"`
+}
+
+type kindJSON struct {
+	Domain   string `json:"domain"`
+	Reporter string `json:"reporter"`
+	kindStats
+}
+
+type tlsJSON struct {
+	Domain     string `json:"domain"`
+	Reporter   string `json:"reporter"`
+	PolicyType string `json:"policy_type"`
+	Result     string `json:"result"`
+	Value      uint64 `json:"value"`
+}
+
+type failureJSON struct {
+	Domain         string `json:"domain"`
+	Reporter       string `json:"reporter"`
+	AuthFailure    string `json:"auth_failure"`
+	DeliveryResult string `json:"delivery_result"`
+	Value          uint64 `json:"value"`
 }
 
 type messageJSON struct {
@@ -178,6 +244,22 @@ func (c *counters) toFile() *stateFile {
 	for k, v := range c.rejected {
 		f.Rejected = append(f.Rejected, rejectJSON{k.source, k.reason, v})
 	}
+	for k, v := range c.tlsReporters {
+		f.TLSReporters = append(f.TLSReporters, kindJSON{k.domain, k.reporter, *v})
+	}
+	for k, v := range c.tlsSessions {
+		f.TLSSessions = append(f.TLSSessions, tlsJSON{k.domain, k.reporter, k.policyType, k.result, v})
+	}
+	for k, v := range c.tlsFailed {
+		f.TLSFailed = append(f.TLSFailed, tlsJSON{k.domain, k.reporter, k.policyType, k.result, v})
+	}
+	for k, v := range c.failureReporters {
+		f.FailureReporters = append(f.FailureReporters, kindJSON{k.domain, k.reporter, *v})
+	}
+	for k, v := range c.failures {
+		f.Failures = append(f.Failures, failureJSON{k.domain, k.reporter, k.authFailure, k.deliveryResult, v})
+	}
+	f.Samples = slices.Clone(c.samples)
 	return f
 }
 
@@ -209,6 +291,27 @@ func fromFile(f *stateFile, in *interner) *counters {
 	for k, v := range f.Files {
 		c.files[k] = v
 	}
+	for _, m := range []struct {
+		dst map[reporterKey]*kindStats
+		src []kindJSON
+	}{{c.tlsReporters, f.TLSReporters}, {c.failureReporters, f.FailureReporters}} {
+		for _, r := range m.src {
+			st := r.kindStats
+			m.dst[reporterKey{in.get(r.Domain), in.get(r.Reporter)}] = &st
+		}
+	}
+	for _, m := range []struct {
+		dst map[tlsKey]uint64
+		src []tlsJSON
+	}{{c.tlsSessions, f.TLSSessions}, {c.tlsFailed, f.TLSFailed}} {
+		for _, t := range m.src {
+			m.dst[tlsKey{in.get(t.Domain), in.get(t.Reporter), in.get(t.PolicyType), in.get(t.Result)}] = t.Value
+		}
+	}
+	for _, x := range f.Failures {
+		c.failures[failureKey{in.get(x.Domain), in.get(x.Reporter), in.get(x.AuthFailure), in.get(x.DeliveryResult)}] = x.Value
+	}
+	c.samples = f.Samples
 	return c
 }
 

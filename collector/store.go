@@ -40,8 +40,11 @@ type Options struct {
 	// first. Anyone can send reports, so this must be bounded too.
 	MaxDedupKeys int
 	ReportLimits report.Limits
-	Now          func() time.Time
-	Logger       *slog.Logger
+	// FailureSamples is how many redacted failure reports to keep for the
+	// detail view; 0 keeps none.
+	FailureSamples int
+	Now            func() time.Time
+	Logger         *slog.Logger
 }
 
 // Store is the counted state: live counters served to Prometheus and a
@@ -92,6 +95,14 @@ func Open(opts Options) (*Store, error) {
 		}
 		s.reporterSets[k.domain][k.reporter] = struct{}{}
 	}
+	for _, m := range []map[reporterKey]*kindStats{live.tlsReporters, live.failureReporters} {
+		for k := range m {
+			if s.reporterSets[k.domain] == nil {
+				s.reporterSets[k.domain] = map[string]struct{}{}
+			}
+			s.reporterSets[k.domain][k.reporter] = struct{}{}
+		}
+	}
 	for d := range live.domains {
 		if s.reporterSets[d] == nil {
 			s.reporterSets[d] = map[string]struct{}{}
@@ -102,9 +113,10 @@ func Open(opts Options) (*Store, error) {
 
 // SetConfig applies a reloaded configuration: domains and limits. Counted
 // data is kept; a domain no longer configured is no longer exported.
-func (s *Store) SetConfig(domains, sources []string, limits config.Limits, dedupRetention time.Duration) {
+func (s *Store) SetConfig(domains, sources []string, limits config.Limits, dedupRetention time.Duration, failureSamples int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.opts.FailureSamples = failureSamples
 	s.opts.Domains = slices.Clone(domains)
 	s.opts.Sources = slices.Clone(sources)
 	s.opts.Limits = limits
@@ -120,7 +132,7 @@ func (s *Store) Commit() error {
 	s.mu.Lock()
 	dirty := !s.pending.empty()
 	if dirty {
-		s.live.merge(s.pending)
+		s.live.merge(s.pending, s.opts.FailureSamples)
 		s.pending = newCounters()
 		s.expireDedup()
 	}

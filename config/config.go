@@ -27,6 +27,10 @@ type Config struct {
 	Directories []Directory `yaml:"directories"`
 	Limits      Limits      `yaml:"limits"`
 	State       State       `yaml:"state"`
+	// FailureSamples is how many recent failure reports, redacted (no
+	// local parts of addresses, no subject), are kept and served on
+	// /failure-samples. 0, the default, keeps none.
+	FailureSamples int `yaml:"failure_samples"`
 }
 
 // Directory is a directory source: every file below Path is read once.
@@ -95,6 +99,7 @@ const (
 	DefaultDomains            = 100
 	DefaultLabelLength        = 64
 	DefaultDedupRetention     = Duration(800 * 24 * time.Hour)
+	MaxFailureSamples         = 1000
 )
 
 // Default returns a configuration with every default set and no sources.
@@ -200,6 +205,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("limits.label_length must be at least 16")
 	case time.Duration(c.State.DedupRetention) < 24*time.Hour:
 		return fmt.Errorf("state.dedup_retention must be at least 1d")
+	case c.FailureSamples < 0 || c.FailureSamples > MaxFailureSamples:
+		return fmt.Errorf("failure_samples must be between 0 and %d", MaxFailureSamples)
 	}
 	return nil
 }

@@ -14,8 +14,9 @@
 //     the pre-RFC drafts, RFC 9990) from a token stream and returns its
 //     records one at a time.
 //
-// Failure reports (RFC 9991) and SMTP TLS reports (RFC 8460) are recognised
-// by Walk (Kind) but not decoded yet: Document.Unsupported says what they are.
+// Walk also finds failure reports (RFC 9991), which ParseFailure decodes
+// (failure.go), and SMTP TLS reports (RFC 8460), which ParseTLSReport
+// decodes (tlsrpt.go).
 //
 // # Leniency
 //

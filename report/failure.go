@@ -175,6 +175,11 @@ func ParseFailure(r io.Reader, lim Limits) (*FailureReport, error) {
 	}
 	f.UserAgent = get("User-Agent")
 	f.AuthFailure = ParseAuthFailure(get("Auth-Failure"))
+	if get("Auth-Failure") == "" && get("Identity-Alignment") != "" {
+		// NetEase omits Auth-Failure; Identity-Alignment is a field of
+		// DMARC failure reports only (RFC 7489 §7.3), so this is one.
+		f.AuthFailure = "dmarc"
+	}
 	f.ReportedDomain = normDomain(get("Reported-Domain"))
 	if ip, err := netip.ParseAddr(strings.Trim(get("Source-IP"), "[]")); err == nil {
 		f.SourceIP = ip.Unmap().WithZone("")

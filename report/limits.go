@@ -100,16 +100,6 @@ func (l *limitReader) Read(p []byte) (int, error) {
 	return k, err
 }
 
-// ErrUnsupported marks a report that was recognised but that this package
-// does not parse yet (failure and SMTP TLS reports).
-var ErrUnsupported = errors.New("not supported yet")
-
-// Unsupported is the error for a document this package recognises but
-// does not parse yet; it says what the document is.
-func (d Document) Unsupported() error {
-	return fmt.Errorf("%s: %w", d.Kind.Describe(), ErrUnsupported)
-}
-
 // Describe names a kind of report for an error message.
 func (k Kind) Describe() string {
 	switch k {

@@ -148,8 +148,9 @@ func (s *stringOrStrings) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// maxTLSItems bounds policies, failure details and strings kept per report.
-const maxTLSItems = 1000
+// maxTLSItems bounds policies, failure details per policy and strings
+// kept per report: at most 100 × 100 failure details.
+const maxTLSItems = 100
 
 // ParseTLSReport decodes an SMTP TLS report.
 func ParseTLSReport(r io.Reader, lim Limits) (*TLSReport, error) {

@@ -81,8 +81,11 @@ func parseFile(name string, lim report.Limits, out io.Writer) error {
 	buf := newSpillBuffer(8 << 20)
 	defer buf.Close()
 	err = report.Walk(f, lim, func(doc report.Document) error {
-		if doc.Kind != report.KindAggregate {
-			return doc.Unsupported()
+		switch doc.Kind {
+		case report.KindSMTPTLS:
+			return writeTLS(buf, name, doc, lim)
+		case report.KindFailure:
+			return writeFailure(buf, name, doc, lim)
 		}
 		return writeAggregate(buf, name, doc)
 	})
@@ -180,6 +183,57 @@ func writeAggregate(w io.Writer, name string, doc report.Document) error {
 		return err
 	}
 	_, err = io.WriteString(w, "]}\n")
+	return err
+}
+
+// tlsJSON is the line of an SMTP TLS report.
+type tlsJSON struct {
+	File          string                   `json:"file"`
+	Part          string                   `json:"part,omitempty"`
+	Kind          report.Kind              `json:"kind"`
+	Reporter      string                   `json:"reporter"`
+	ReporterEmail string                   `json:"reporter_email"`
+	ReportID      string                   `json:"report_id"`
+	Begin         string                   `json:"begin"`
+	End           string                   `json:"end"`
+	Policies      []report.TLSPolicyResult `json:"policies"`
+}
+
+func writeTLS(w io.Writer, name string, doc report.Document, lim report.Limits) error {
+	r, err := report.ParseTLSReport(doc.Body, lim)
+	if err != nil {
+		return err
+	}
+	return writeLine(w, tlsJSON{
+		File: name, Part: doc.Part, Kind: doc.Kind,
+		Reporter: r.OrganizationName, ReporterEmail: r.ContactInfo, ReportID: r.ReportID,
+		Begin: r.Begin.Format(time.RFC3339), End: r.End.Format(time.RFC3339), Policies: r.Policies,
+	})
+}
+
+// failureJSON is the line of a failure report.
+type failureJSON struct {
+	File   string      `json:"file"`
+	Part   string      `json:"part,omitempty"`
+	Kind   report.Kind `json:"kind"`
+	Domain string      `json:"domain"`
+	*report.FailureReport
+}
+
+func writeFailure(w io.Writer, name string, doc report.Document, lim report.Limits) error {
+	r, err := report.ParseFailure(doc.Body, lim)
+	if err != nil {
+		return err
+	}
+	return writeLine(w, failureJSON{File: name, Part: doc.Part, Kind: doc.Kind, Domain: r.Domain(), FailureReport: r})
+}
+
+func writeLine(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(b, '\n'))
 	return err
 }
 

@@ -31,6 +31,10 @@ var goldenCases = []struct{ golden, file string }{
 	{"amazonses-mail", "corpus/email/andreialecu__email-source-with-gz.txt"},
 	{"multi-report-zip", "corpus/aggregate/stuartmaxwell__multiple_reports.zip"},
 	{"flagged-records", "derived/yahoo-bad-counts.xml"},
+	{"microsoft-smtp-tls-mail", "corpus/email/tlsrptrs__microsoft1.eml"},
+	{"google-smtp-tls", "corpus/smtp_tls/mailauth__rpt02.json"},
+	{"linkedin-failure", "corpus/failure/parsedmarc__dmarc_ruf_report_linkedin.eml"},
+	{"netease-failure-forwarded", "corpus/failure/parsedmarc__[Netease DMARC Failure Report] Rent Reminder.eml"},
 }
 
 func runParse(t *testing.T, args ...string) (stdout, stderr string, status int) {
@@ -166,10 +170,10 @@ func TestParseFields(t *testing.T) {
 func TestParseExitStatus(t *testing.T) {
 	good := filepath.Join(testdata, "corpus/aggregate/dmarcviewer__yahoo.xml")
 	truncated := filepath.Join(testdata, "corpus/aggregate/godmarcanalyzer__malformed3.xml")
-	tlsMail := filepath.Join(testdata, "corpus/email/mox__microsoft.eml")
+	abuse := filepath.Join(testdata, "corpus/failure/mailauth__001.eml")
 	missing := filepath.Join(testdata, "no-such-file.xml")
 
-	stdout, stderr, status := runParse(t, truncated, good, tlsMail, missing)
+	stdout, stderr, status := runParse(t, truncated, good, abuse, missing)
 	if status != 1 {
 		t.Errorf("status %d, want 1", status)
 	}
@@ -178,7 +182,7 @@ func TestParseExitStatus(t *testing.T) {
 	}
 	wantErr := []string{
 		truncated + ": XML line 13: document ends inside markup: truncated",
-		tlsMail + `: MIME part 2 "microsoft.com!test.xmox.nl!1673308800!1673395199!133198585438131172.json.gz": SMTP TLS report (RFC 8460): not supported yet`,
+		abuse + `: ARF report of Feedback-Type "abuse", not an authentication failure report: not a DMARC failure report: no report found`,
 		missing + ": stat " + missing + ": no such file or directory",
 	}
 	if got := strings.Split(strings.TrimSpace(stderr), "\n"); !reflect.DeepEqual(got, wantErr) {

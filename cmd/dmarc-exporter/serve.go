@@ -113,6 +113,7 @@ func (c *serveCmd) run(stdout, stderr io.Writer) int {
 		Limits:         cfg.Limits,
 		DedupRetention: time.Duration(cfg.State.DedupRetention),
 		ReportLimits:   report.DefaultLimits(),
+		FailureSamples: cfg.FailureSamples,
 		Logger:         logger,
 	})
 	if err != nil {
@@ -147,7 +148,7 @@ func (c *serveCmd) run(stdout, stderr io.Writer) int {
 			logger.Error("reload: keeping the running configuration", "err", err)
 			return err
 		}
-		store.SetConfig(cfg.Domains, cfg.SourceNames(), cfg.Limits, time.Duration(cfg.State.DedupRetention))
+		store.SetConfig(cfg.Domains, cfg.SourceNames(), cfg.Limits, time.Duration(cfg.State.DedupRetention), cfg.FailureSamples)
 		sources.start(ctx, cfg)
 		reloadOK.Set(1)
 		reloadTime.SetToCurrentTime()
@@ -164,6 +165,7 @@ func (c *serveCmd) run(stdout, stderr io.Writer) int {
 
 	mux := http.NewServeMux()
 	mux.Handle(*c.telemetryPath, collector.Handler(reg, store, logger))
+	mux.Handle("/failure-samples", collector.SamplesHandler(store))
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "Healthy") })
 	mux.HandleFunc("/-/ready", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "Ready") })
 	mux.HandleFunc("/-/reload", func(w http.ResponseWriter, r *http.Request) {
@@ -185,6 +187,7 @@ func (c *serveCmd) run(stdout, stderr io.Writer) int {
 			Version:     version.Info(),
 			Links: []web.LandingLinks{
 				{Address: *c.telemetryPath, Text: "Metrics"},
+				{Address: "/failure-samples", Text: "Failure report samples", Description: "recent failure reports, redacted (JSON; empty unless failure_samples is set)"},
 				{Address: "/-/healthy", Text: "Health"},
 			},
 		})
