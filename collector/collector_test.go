@@ -140,7 +140,7 @@ dmarc_report_end_timestamp_seconds{domain="sub.example.com",reporter="google.com
 	if err := testutil.CollectAndCompare(s2, strings.NewReader(want), names...); err != nil {
 		t.Fatalf("after restart: %v", err)
 	}
-	if seen, rejected := s2.Seen("src", "broken.xml", "4"); !seen || !rejected {
+	if seen, rejected := s2.Seen("broken.xml", "4"); !seen || !rejected {
 		t.Errorf("broken.xml: seen %v rejected %v after restart", seen, rejected)
 	}
 	// The same report a third time, after the restart: still a duplicate.
@@ -281,6 +281,10 @@ func TestStateFileAtomic(t *testing.T) {
 	}
 	if s.saveErrors != 1 {
 		t.Errorf("saveErrors = %d", s.saveErrors)
+	}
+	// What was not saved is not served: a restart would take it back.
+	if got := s.live.domains["example.com"]; got != 1 {
+		t.Errorf("%d reports served after a failed save, want 1", got)
 	}
 	s.path = filepath.Join(dir, StateFileName)
 	if err := s.Commit(); err != nil {

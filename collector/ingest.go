@@ -97,7 +97,7 @@ func parseFile(r io.Reader, lim report.Limits, labelLength int) (*parsedFile, er
 			messages:     map[comboKey]uint64{},
 			overrides:    map[string]uint64{},
 		}
-		p.id = dedupKey(p.reporter, hdr.Metadata.ReportID, p.begin, p.end, p.policyDomain)
+		p.id = dedupKey(reporterIdentity(hdr.Metadata.Email, hdr.Metadata.OrgName), hdr.Metadata.ReportID, p.begin, p.end, p.policyDomain)
 		for rec, err := range dec.All() {
 			if err != nil {
 				return err
@@ -165,6 +165,17 @@ func overrideReasons(rec *report.Record) []string {
 	return out
 }
 
+// reporterIdentity is the reporter as written (its address, else its
+// name), lower-cased: part of a report's identity. Not the label value,
+// which depends on label_length and the public suffix list, either of which
+// may change between two deliveries of one report.
+func reporterIdentity(email, orgName string) string {
+	if e := strings.ToLower(strings.TrimSpace(email)); e != "" {
+		return e
+	}
+	return strings.ToLower(strings.TrimSpace(orgName))
+}
+
 // dedupKey identifies a report across deliveries. RFC 7489 leaves report_id
 // uniqueness to the reporter and Google and Mimecast reuse ids across date
 // ranges, so the range and the policy domain are part of the key; the same
@@ -178,45 +189,47 @@ func dedupKey(reporter, reportID string, begin, end time.Time, domain string) st
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
-// fileKey identifies a file of a source in the state.
-func fileKey(source, path string) string { return source + "\x00" + path }
-
-// Seen reports whether the file at path, with the given mark (its size and
-// modification time), was read already, and if so whether it was rejected.
-func (s *Store) Seen(source, path, mark string) (seen, rejected bool) {
-	k := fileKey(source, path)
+// Seen reports whether the file at path (absolute), with the given mark
+// (its size and modification time), was read already, and if so whether it
+// was rejected.
+func (s *Store) Seen(path, mark string) (seen, rejected bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	m, ok := s.pending.files[k]
-	if !ok {
-		m, ok = s.live.files[k]
+	for _, c := range []*counters{s.pending, s.committing, s.live} {
+		if c == nil {
+			continue
+		}
+		if m, ok := c.files[path]; ok {
+			got, outcome, _ := strings.Cut(m, "|")
+			return got == mark, outcome == "rejected"
+		}
 	}
-	if !ok {
-		return false, false
-	}
-	got, outcome, _ := strings.Cut(m, "|")
-	return got == mark, outcome == "rejected"
+	return false, false
 }
 
 // IngestFile reads every report of one file and stages its counts; nothing
 // is visible or saved until Commit. It returns the parse error when the
-// file is rejected, which is staged as a rejection. Either way the file is
-// marked as read.
+// file is rejected, which is staged as a rejection; either way the file is
+// marked as read. An error reading the file itself (report.ErrRead) stages
+// nothing: the file is to be read again.
 func (s *Store) IngestFile(source, path, mark string, r io.Reader) error {
 	s.mu.RLock()
 	labelLength := s.opts.Limits.LabelLength
 	s.mu.RUnlock()
 	parsed, err := parseFile(r, s.opts.ReportLimits, labelLength)
+	if errors.Is(err, report.ErrRead) {
+		return err
+	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	src := s.in.get(source)
 	if err != nil {
-		s.pending.files[fileKey(source, path)] = mark + "|rejected"
+		s.pending.files[path] = mark + "|rejected"
 		s.pending.rejected[rejectKey{src, rejectReason(err)}]++
 		return err
 	}
-	s.pending.files[fileKey(source, path)] = mark + "|ok"
+	s.pending.files[path] = mark + "|ok"
 	now := s.opts.Now()
 	for _, p := range parsed.aggregates {
 		s.stage(src, p, now)
@@ -247,12 +260,10 @@ func (s *Store) stage(source string, p *parsedReport, now time.Time) {
 	reporter := s.reporterLabel(domain, p.reporter)
 	rk := reporterKey{domain, reporter}
 	st := s.pending.reporter(rk)
-	_, dupPending := s.pending.dedup[p.id]
-	if _, dupLive := s.live.dedup[p.id]; dupPending || dupLive {
+	if s.seenID(p.id, now) {
 		st.Duplicates++
 		return
 	}
-	s.pending.dedup[p.id] = now.Unix()
 	st.Reports++
 	st.InvalidRecords += p.invalid
 	end := p.end

@@ -34,10 +34,13 @@ func stats(m map[reporterKey]*kindStats, k reporterKey) *kindStats {
 // seenID records a report identity and reports whether it was known. s.mu
 // is held.
 func (s *Store) seenID(id string, now time.Time) bool {
-	_, pending := s.pending.dedup[id]
-	_, live := s.live.dedup[id]
-	if pending || live {
-		return true
+	for _, c := range []*counters{s.pending, s.committing, s.live} {
+		if c == nil {
+			continue
+		}
+		if _, ok := c.dedup[id]; ok {
+			return true
+		}
 	}
 	s.pending.dedup[id] = now.Unix()
 	return false
@@ -47,7 +50,7 @@ func (s *Store) seenID(id string, now time.Time) bool {
 // counts from the summary and failed sessions by result type. s.mu is held.
 func (s *Store) stageTLS(source string, r *report.TLSReport, now time.Time, labelLength int) {
 	name := ReporterName(r.ContactInfo, r.OrganizationName, labelLength)
-	dup := s.seenID(dedupKey("smtp_tls:"+name, r.ReportID, r.Begin, r.End, ""), now)
+	dup := s.seenID(dedupKey("smtp_tls:"+reporterIdentity(r.ContactInfo, r.OrganizationName), r.ReportID, r.Begin, r.End, ""), now)
 	counted := map[reporterKey]bool{}
 	for _, p := range r.Policies {
 		domain, ok := s.domainLabel(p.Domain)
@@ -88,7 +91,7 @@ func (s *Store) stageFailure(source string, f *report.FailureReport, now time.Ti
 	st := stats(s.pending.failureReporters, rk)
 	// Failure reports have no id: the fields that tell one failed message
 	// from another identify it.
-	id := dedupKey("failure:"+rk.reporter, fmt.Sprint(f.Original.MessageID, "|", f.SourceIP, "|", f.ArrivalDate.Unix(), "|",
+	id := dedupKey("failure:"+reporterIdentity(f.Reporter, ""), fmt.Sprint(f.Original.MessageID, "|", f.SourceIP, "|", f.ArrivalDate.Unix(), "|",
 		f.OriginalMailFrom, "|", f.OriginalRcptTo, "|", f.AuthFailure), time.Time{}, time.Time{}, f.Domain())
 	if s.seenID(id, now) {
 		st.Duplicates++

@@ -98,6 +98,13 @@ func (c *counters) reporter(k reporterKey) *reporterStats {
 	return r
 }
 
+// clone returns a deep copy of c.
+func (c *counters) clone() *counters {
+	n := newCounters()
+	n.merge(c, len(c.samples))
+	return n
+}
+
 // merge adds the increments of b to c, keeping at most maxSamples samples.
 func (c *counters) merge(b *counters, maxSamples int) {
 	for _, m := range []struct{ dst, src map[reporterKey]*kindStats }{

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -57,6 +58,8 @@ type Store struct {
 	opts         Options
 	live         *counters
 	pending      *counters
+	committing   *counters // the batch being written by Commit, or nil
+	dirty        bool      // live differs from the state file
 	in           *interner
 	reporterSets map[string]map[string]struct{} // domain -> reporters, live and pending
 
@@ -81,6 +84,7 @@ func Open(opts Options) (*Store, error) {
 		path:         filepath.Join(opts.Dir, StateFileName),
 		opts:         opts,
 		pending:      newCounters(),
+		dirty:        true, // the first Commit writes the file
 		in:           newInterner(),
 		reporterSets: map[string]map[string]struct{}{},
 	}
@@ -123,74 +127,78 @@ func (s *Store) SetConfig(domains, sources []string, limits config.Limits, dedup
 	s.opts.DedupRetention = dedupRetention
 }
 
-// Commit makes the pending batch live and writes the state file. When the
-// write fails the counts stay live (and are served), the error is returned
-// and counted, and the next Commit writes them again.
+// Commit writes the state file with the pending batch added, and only
+// once it is written makes the batch live: what is served has been saved.
+// When the write fails, the batch goes back to pending, the error is
+// returned and counted, and the next Commit tries again.
 func (s *Store) Commit() error {
 	s.saveMu.Lock()
 	defer s.saveMu.Unlock()
 	s.mu.Lock()
-	dirty := !s.pending.empty()
-	if dirty {
-		s.live.merge(s.pending, s.opts.FailureSamples)
-		s.pending = newCounters()
-		s.expireDedup()
-	}
-	if !dirty && !s.lastSave.IsZero() {
+	if s.pending.empty() && !s.dirty {
 		s.mu.Unlock()
 		return nil
 	}
-	f := s.live.toFile()
+	batch := s.pending
+	s.pending = newCounters()
+	s.committing = batch // still seen by Seen and the dedup checks
+	next := s.live.clone()
+	next.merge(batch, s.opts.FailureSamples)
+	s.expireDedup(next)
+	f := next.toFile()
 	s.mu.Unlock()
 
 	err := writeState(s.path, f)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.committing = nil
 	if err != nil {
+		batch.merge(s.pending, len(batch.samples)+len(s.pending.samples)) // older first
+		s.pending = batch
 		s.saveErrors++
-		s.lastSave = time.Time{} // retried on the next Commit
 		return fmt.Errorf("write state: %w", err)
 	}
+	s.live = next
+	s.dirty = false
 	s.lastSave = s.opts.Now()
 	return nil
 }
 
 // expireDedup forgets report identities older than the retention, and the
 // oldest beyond MaxDedupKeys. s.mu is held.
-func (s *Store) expireDedup() {
+func (s *Store) expireDedup(c *counters) {
 	cutoff := s.opts.Now().Add(-s.opts.DedupRetention).Unix()
-	for k, t := range s.live.dedup {
+	for k, t := range c.dedup {
 		if t < cutoff {
-			delete(s.live.dedup, k)
+			delete(c.dedup, k)
 		}
 	}
-	if over := len(s.live.dedup) - s.opts.MaxDedupKeys; over > 0 {
-		times := make([]int64, 0, len(s.live.dedup))
-		for _, t := range s.live.dedup {
+	if over := len(c.dedup) - s.opts.MaxDedupKeys; over > 0 {
+		times := make([]int64, 0, len(c.dedup))
+		for _, t := range c.dedup {
 			times = append(times, t)
 		}
 		slices.Sort(times)
 		limit := times[over-1]
-		for k, t := range s.live.dedup {
+		for k, t := range c.dedup {
 			if t <= limit && over > 0 {
-				delete(s.live.dedup, k)
+				delete(c.dedup, k)
 				over--
 			}
 		}
 	}
 }
 
-// PruneFiles forgets the read marks of a source's files that are no longer
-// there (moved away or deleted), given every path a full scan found.
-func (s *Store) PruneFiles(source string, present map[string]bool) {
+// PruneFiles forgets the read marks of the files below root that are no
+// longer there (moved away or deleted), given every path a full scan found.
+func (s *Store) PruneFiles(root string, present map[string]bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	prefix := source + "\x00"
-	for _, files := range []map[string]string{s.live.files, s.pending.files} {
-		for k := range files {
-			if len(k) > len(prefix) && k[:len(prefix)] == prefix && !present[k[len(prefix):]] {
-				delete(files, k)
-			}
+	prefix := strings.TrimSuffix(root, string(filepath.Separator)) + string(filepath.Separator)
+	for k := range s.live.files {
+		if strings.HasPrefix(k, prefix) && !present[k] {
+			delete(s.live.files, k)
+			s.dirty = true
 		}
 	}
 }

@@ -42,14 +42,33 @@ type Document struct {
 // input held no report at all.
 func Walk(r io.Reader, lim Limits, fn func(Document) error) error {
 	w := &walker{lim: lim, fn: fn}
-	in := newLimitReader(r, lim.MaxDecompressedBytes, "input")
+	rec := &readErrRecorder{r: r}
+	in := newLimitReader(rec, lim.MaxDecompressedBytes, "input")
 	if err := w.walk("", in, 0, false); err != nil {
+		if rec.err != nil {
+			return fmt.Errorf("%w: %w", ErrRead, rec.err)
+		}
 		return err
 	}
 	if w.found == 0 {
 		return fmt.Errorf("mail holds no report attachment: %w", ErrNoReport)
 	}
 	return nil
+}
+
+// readErrRecorder remembers the first error, other than io.EOF, of the
+// input itself, so that an I/O error is not mistaken for a broken report.
+type readErrRecorder struct {
+	r   io.Reader
+	err error
+}
+
+func (e *readErrRecorder) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF && e.err == nil {
+		e.err = err
+	}
+	return n, err
 }
 
 type walker struct {

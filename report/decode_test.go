@@ -200,7 +200,7 @@ func TestWrongValues(t *testing.T) {
 			t.Fatal(err)
 		}
 		eq(t, "messages", p.counts[0][1], uint64(0))
-		eq(t, "problem", p.recs[0][0].Problem, "count 99999999999999999 larger than 4294967296")
+		eq(t, "problem", p.recs[0][0].Problem, "count 99999999999999999 larger than 1000000000")
 	})
 }
 

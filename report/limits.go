@@ -43,7 +43,7 @@ func DefaultLimits() Limits {
 		MaxMembers:           100,
 		MaxDepth:             5,
 		MaxRecords:           2_000_000,
-		MaxCount:             1 << 32,
+		MaxCount:             1_000_000_000,
 		MaxXMLDepth:          32,
 		MaxTextBytes:         64 << 10,
 		MaxExtensionBytes:    16 << 10,
@@ -61,6 +61,9 @@ var (
 	ErrNotAggregate = errors.New("not a DMARC aggregate report")
 	// ErrInvalid: the report is well-formed but a value is wrong.
 	ErrInvalid = errors.New("invalid report")
+	// ErrRead: reading the input itself failed (an I/O error, not a
+	// problem of its content): try again later.
+	ErrRead = errors.New("read error")
 )
 
 // limitReader reads at most max bytes from r and fails, rather than ending

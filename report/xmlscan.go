@@ -551,6 +551,10 @@ func skipSpace(b []byte, i int) int {
 	return i
 }
 
+// maxAttrs bounds the attributes of one element, which are checked for
+// repeats pairwise.
+const maxAttrs = 64
+
 func (s *xmlScanner) startTag(b []byte) (int, error) {
 	n := scanQName(b[1:])
 	if n < 0 {
@@ -616,6 +620,9 @@ func (s *xmlScanner) startTag(b []byte) (int, error) {
 		end := bytes.IndexByte(b[k+1:], q)
 		if end < 0 {
 			return 0, s.needMore()
+		}
+		if len(s.attrs) >= maxAttrs {
+			return 0, s.fail("more than %d attributes in an element", maxAttrs)
 		}
 		for _, a := range s.attrs {
 			if bytes.Equal(a.qname, aname) {

@@ -16,6 +16,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/dmarc-exporter/dmarc-exporter/config"
+	"github.com/dmarc-exporter/dmarc-exporter/report"
 )
 
 // commitEvery bounds the files read between two saves of the state: one
@@ -76,7 +77,7 @@ func (d *Dir) Run(ctx context.Context) error {
 			if !ok {
 				return nil
 			}
-			if ev.Op&(fsnotify.Create|fsnotify.Write|fsnotify.Rename) != 0 {
+			if ev.Op&(fsnotify.Create|fsnotify.Write|fsnotify.Rename) != 0 && !inProgress(filepath.Base(ev.Name)) {
 				soon.Reset(settle) // wait for writes to settle, then scan
 			}
 		case err, ok := <-w.Errors:
@@ -142,9 +143,9 @@ func (d *Dir) scan(ctx context.Context, w *fsnotify.Watcher) (wait time.Duration
 			return nil // gone since listed
 		}
 		rel, _ := filepath.Rel(root, path)
-		present[rel] = true
+		present[path] = true
 		mark := fmt.Sprintf("%d:%d", info.Size(), info.ModTime().UnixNano())
-		if seen, rejected := d.sink.Seen(d.cfg.Name, rel, mark); seen {
+		if seen, rejected := d.sink.Seen(path, mark); seen {
 			// Read before a crash that came between saving and moving.
 			if d.cfg.ArchiveDir != "" && !rejected || d.cfg.InvalidDir != "" && rejected {
 				toMove = append(toMove, done{path, rel, rejected})
@@ -155,7 +156,7 @@ func (d *Dir) scan(ctx context.Context, w *fsnotify.Watcher) (wait time.Duration
 			wait = max(wait, settle-age)
 			return nil
 		}
-		rejected, err := d.ingest(path, rel, mark)
+		rejected, err := d.ingest(path, mark)
 		if err != nil {
 			d.log.Warn("read", "path", path, "err", err)
 			d.metrics.errors.WithLabelValues(d.cfg.Name).Inc()
@@ -173,10 +174,10 @@ func (d *Dir) scan(ctx context.Context, w *fsnotify.Watcher) (wait time.Duration
 		return 0 // stopped
 	}
 	if complete {
-		d.sink.PruneFiles(d.cfg.Name, present)
+		d.sink.PruneFiles(root, present)
+		d.metrics.scans.WithLabelValues(d.cfg.Name).Inc()
+		d.metrics.lastScan.WithLabelValues(d.cfg.Name).SetToCurrentTime()
 	}
-	d.metrics.scans.WithLabelValues(d.cfg.Name).Inc()
-	d.metrics.lastScan.WithLabelValues(d.cfg.Name).SetToCurrentTime()
 	if wait > 0 {
 		wait += 100 * time.Millisecond
 	}
@@ -185,13 +186,15 @@ func (d *Dir) scan(ctx context.Context, w *fsnotify.Watcher) (wait time.Duration
 
 // ingest reads one file into the sink. An error is an I/O error: the file
 // is tried again later. A rejected file is logged with its reason.
-func (d *Dir) ingest(path, rel, mark string) (rejected bool, err error) {
+func (d *Dir) ingest(path, mark string) (rejected bool, err error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return false, err
 	}
 	defer f.Close()
-	if err := d.sink.IngestFile(d.cfg.Name, rel, mark, f); err != nil {
+	if err := d.sink.IngestFile(d.cfg.Name, path, mark, f); errors.Is(err, report.ErrRead) {
+		return false, err
+	} else if err != nil {
 		d.log.Warn("rejected", "file", path, "reason", err)
 		d.metrics.files.WithLabelValues(d.cfg.Name, "rejected").Inc()
 		return true, nil
@@ -234,8 +237,13 @@ func (d *Dir) move(f done) {
 		return
 	}
 	for i := 1; ; i++ {
-		if _, err := os.Lstat(target); errors.Is(err, fs.ErrNotExist) {
+		_, err := os.Lstat(target)
+		if errors.Is(err, fs.ErrNotExist) {
 			break
+		}
+		if err != nil || i > 1000 {
+			d.moveFailed(f, fmt.Errorf("no free name for %s in %s: %v", f.rel, dest, err))
+			return
 		}
 		target = fmt.Sprintf("%s.%d", filepath.Join(dest, f.rel), i)
 	}
@@ -281,7 +289,14 @@ func moveFile(from, to string) error {
 		return err
 	}
 	if err := out.Close(); err != nil {
+		os.Remove(to)
 		return err
 	}
-	return os.Remove(from)
+	if err := os.Remove(from); err != nil {
+		// The original stays (a read-only source): drop the copy, or every
+		// rescan would add one more.
+		os.Remove(to)
+		return err
+	}
+	return nil
 }

@@ -123,7 +123,6 @@ func TestDirWatch(t *testing.T) {
 	if ingested(m, "w", "rejected") != 0 {
 		t.Fatal("the file was read half-written")
 	}
-	if n := testutil.CollectAndCount(store, "dmarc_reports_total"); n != 1 {
-		t.Errorf("%d dmarc_reports_total series", n)
-	}
+	// Visible once saved.
+	eventually(t, "the report to be counted", func() bool { return testutil.CollectAndCount(store, "dmarc_reports_total") == 1 })
 }

@@ -12,16 +12,18 @@ import (
 
 // Sink takes the files that sources find. collector.Store implements it.
 type Sink interface {
-	// Seen reports whether a file with this mark was read already, and
-	// whether it was rejected.
-	Seen(source, path, mark string) (seen, rejected bool)
-	// IngestFile reads one file; an error means the file was rejected.
+	// Seen reports whether the file at path (absolute) with this mark was
+	// read already, and whether it was rejected.
+	Seen(path, mark string) (seen, rejected bool)
+	// IngestFile reads one file; an error means the file was rejected,
+	// except report.ErrRead: the file could not be read, try again.
 	// Nothing is saved until Commit.
 	IngestFile(source, path, mark string, r io.Reader) error
 	// Commit saves everything ingested so far, atomically.
 	Commit() error
-	// PruneFiles forgets files of a source that a full scan did not find.
-	PruneFiles(source string, present map[string]bool)
+	// PruneFiles forgets the files below root that a full scan did not
+	// find.
+	PruneFiles(root string, present map[string]bool)
 }
 
 // Metrics are the sources' own metrics; they count since start.
@@ -37,7 +39,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		scans: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dmarc_source_scans_total",
-			Help: "Completed scans of a source since start; after the first, every file present at start was read.",
+			Help: "Complete scans of a source since start (every file listed and read, but those still being written); after the first, every file present at start was read.",
 		}, []string{"source"}),
 		files: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dmarc_source_files_total",

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -48,7 +49,25 @@ type exporter struct {
 	t    *testing.T
 	cmd  *exec.Cmd
 	url  string
-	logs *bytes.Buffer
+	logs *syncBuffer
+}
+
+// syncBuffer is a bytes.Buffer that the process writes while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func freePort(t *testing.T) string {
@@ -66,7 +85,7 @@ func freePort(t *testing.T) string {
 func startExporter(t *testing.T, args ...string) *exporter {
 	t.Helper()
 	addr := freePort(t)
-	e := &exporter{t: t, url: "http://" + addr, logs: &bytes.Buffer{}}
+	e := &exporter{t: t, url: "http://" + addr, logs: &syncBuffer{}}
 	e.cmd = exec.Command(binary, append(args, "--web.listen-address="+addr, "--log.level=debug")...)
 	e.cmd.Stdout = e.logs
 	e.cmd.Stderr = e.logs
