@@ -44,6 +44,9 @@ fuzz:
 	$(GO) test ./report -run '^$$' -fuzz '^FuzzAggregateDecoder$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./report -run '^$$' -fuzz '^FuzzWalk$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./report -run '^$$' -fuzz '^FuzzMail$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./report -run '^$$' -fuzz '^FuzzScanner$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./report -run '^$$' -fuzz '^FuzzTLSReport$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./report -run '^$$' -fuzz '^FuzzFailure$$' -fuzztime $(FUZZTIME)
 
 bench:
 	$(GO) test ./report ./collector -run '^$$' -bench . -benchmem

@@ -2,6 +2,7 @@ package collector
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 	"strconv"
 	"strings"
@@ -230,8 +231,12 @@ func (s *Store) Collect(ch chan<- prometheus.Metric) {
 // WriteText writes the Store's metrics in the Prometheus text exposition
 // format (version 0.0.4). It is what /metrics serves for the Store, after
 // the rest of the registry.
+//
+// The text is rendered into memory under the read lock and written after
+// it is released, so that a slow scraper does not hold up ingestion.
 func (s *Store) WriteText(w io.Writer) error {
-	bw := bufio.NewWriterSize(w, 64<<10)
+	var buf bytes.Buffer
+	bw := bufio.NewWriterSize(&buf, 64<<10)
 	var line []byte
 	var current *family
 	seen := map[*family]bool{}
@@ -267,7 +272,11 @@ func (s *Store) WriteText(w io.Writer) error {
 		line = append(line, '\n')
 		bw.Write(line)
 	})
-	return bw.Flush()
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	_, err := buf.WriteTo(w)
+	return err
 }
 
 // appendLabelValue appends a label value escaped as the text format wants:

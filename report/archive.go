@@ -4,11 +4,14 @@ import (
 	"archive/zip"
 	"bufio"
 	"bytes"
+	"cmp"
 	"compress/gzip"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"path"
+	"slices"
 	"strings"
 )
 
@@ -22,7 +25,7 @@ func (w *walker) gunzip(p string, br *bufio.Reader, depth int) error {
 		return fmt.Errorf("%sgunzip: %w", prefix(p), err)
 	}
 	zr.Multistream(false)
-	out := newLimitReader(&gzipMembers{br: br, zr: zr}, w.lim.MaxDecompressedBytes, "gzip output")
+	out := &budgetReader{r: &gzipMembers{br: br, zr: zr}, w: w}
 	return w.walk(p, &errPrefixReader{r: out, prefix: "gunzip: "}, depth+1, false)
 }
 
@@ -76,19 +79,27 @@ func (c *containerError) Error() string { return c.prefix + c.err.Error() }
 func (c *containerError) Unwrap() error { return c.err }
 
 // unzip walks every member of a zip archive. The archive is held in memory
-// (zip needs random access), bounded by MaxArchiveBytes; each member's
-// output is bounded by MaxDecompressedBytes and streamed.
+// (zip needs random access), bounded by MaxArchiveBytes; members' output is
+// streamed, and counts against MaxDecompressedBytes for the whole input.
 func (w *walker) unzip(p string, r io.Reader, depth int) error {
 	data, err := io.ReadAll(newLimitReader(r, w.lim.MaxArchiveBytes, "zip archive"))
 	if err != nil {
 		return fmt.Errorf("%sread zip: %w", prefix(p), err)
 	}
+	// Count the entries before reading the directory: zip.NewReader holds
+	// them all.
+	if n, ok := zipEntries(data); ok && n > uint64(w.lim.MaxMembers) {
+		return fmt.Errorf("%szip holds %d entries, more than %d: %w", prefix(p), n, w.lim.MaxMembers, ErrLimit)
+	}
 	zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
 	if err != nil && !errors.Is(err, zip.ErrInsecurePath) {
 		return fmt.Errorf("%sunzip: %w", prefix(p), err)
 	}
-	if len(zr.File) > w.lim.MaxMembers {
-		return fmt.Errorf("%szip holds %d entries, more than %d: %w", prefix(p), len(zr.File), w.lim.MaxMembers, ErrLimit)
+	if w.members += len(zr.File); w.members > w.lim.MaxMembers {
+		return fmt.Errorf("%szip entries number more than %d in all: %w", prefix(p), w.lim.MaxMembers, ErrLimit)
+	}
+	if err := checkOverlap(zr.File); err != nil {
+		return fmt.Errorf("%s%w", prefix(p), err)
 	}
 	members := 0
 	for _, f := range zr.File {
@@ -113,8 +124,53 @@ func (w *walker) unzipMember(mp string, f *zip.File, depth int) error {
 		return fmt.Errorf("%s: unzip: %w", mp, err)
 	}
 	defer rc.Close()
-	out := newLimitReader(rc, w.lim.MaxDecompressedBytes, "zip member")
+	out := &budgetReader{r: rc, w: w}
 	return w.walk(mp, &errPrefixReader{r: out, prefix: "unzip: "}, depth+1, false)
+}
+
+// zipEntries reads the entry count of a zip archive from its end of
+// central directory record (APPNOTE 4.3.16), or its ZIP64 form (4.3.14).
+func zipEntries(data []byte) (uint64, bool) {
+	from := max(0, len(data)-(22+65535))
+	i := bytes.LastIndex(data[from:], []byte("PK\x05\x06"))
+	if i < 0 || from+i+22 > len(data) {
+		return 0, false
+	}
+	eocd := data[from+i:]
+	n := uint64(binary.LittleEndian.Uint16(eocd[10:]))
+	if n != 0xFFFF || from+i < 20 {
+		return n, true
+	}
+	loc := data[from+i-20:]
+	if !bytes.HasPrefix(loc, []byte("PK\x06\x07")) {
+		return n, true
+	}
+	off := binary.LittleEndian.Uint64(loc[8:])
+	if off > uint64(len(data)-56) || !bytes.HasPrefix(data[off:], []byte("PK\x06\x06")) {
+		return 0, false
+	}
+	return binary.LittleEndian.Uint64(data[off+32:]), true
+}
+
+// checkOverlap refuses archives whose entries share or overlap their data:
+// a quine-like trick that makes one small archive inflate many times.
+func checkOverlap(files []*zip.File) error {
+	type span struct{ start, end int64 }
+	var spans []span
+	for _, f := range files {
+		off, err := f.DataOffset()
+		if err != nil {
+			continue // unreadable entry: fails when opened
+		}
+		spans = append(spans, span{off, off + int64(f.CompressedSize64)})
+	}
+	slices.SortFunc(spans, func(a, b span) int { return cmp.Compare(a.start, b.start) })
+	for i := 1; i < len(spans); i++ {
+		if spans[i].start < spans[i-1].end {
+			return fmt.Errorf("zip entries overlap: not an archive a reporter writes: %w", ErrLimit)
+		}
+	}
+	return nil
 }
 
 // skipZipEntry is true for directories and macOS metadata, which hold no

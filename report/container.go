@@ -41,7 +41,7 @@ type Document struct {
 // prefixed with the part where it happened. It returns ErrNoReport when the
 // input held no report at all.
 func Walk(r io.Reader, lim Limits, fn func(Document) error) error {
-	w := &walker{lim: lim, fn: fn}
+	w := &walker{lim: lim, fn: fn, budget: lim.MaxDecompressedBytes}
 	rec := &readErrRecorder{r: r}
 	in := newLimitReader(rec, lim.MaxDecompressedBytes, "input")
 	if err := w.walk("", in, 0, false); err != nil {
@@ -72,10 +72,32 @@ func (e *readErrRecorder) Read(p []byte) (int, error) {
 }
 
 type walker struct {
-	lim   Limits
-	fn    func(Document) error
-	found int // documents handed to fn
-	parts int // MIME parts seen
+	lim     Limits
+	fn      func(Document) error
+	found   int   // documents handed to fn
+	parts   int   // MIME parts seen
+	members int   // zip entries seen, in all archives of the input
+	budget  int64 // decompressed bytes left for the whole input
+}
+
+// budgetReader counts the output of a decompressor against the budget of
+// the whole input, so that nested or overlapping archives cannot multiply
+// the work.
+type budgetReader struct {
+	r io.Reader
+	w *walker
+}
+
+func (b *budgetReader) Read(p []byte) (int, error) {
+	if b.w.budget <= 0 {
+		return 0, fmt.Errorf("decompressed data larger than %d bytes in all: %w", b.w.lim.MaxDecompressedBytes, ErrLimit)
+	}
+	if int64(len(p)) > b.w.budget {
+		p = p[:b.w.budget]
+	}
+	n, err := b.r.Read(p)
+	b.w.budget -= int64(n)
+	return n, err
 }
 
 // format is what a sniff of the first bytes found.

@@ -4,6 +4,7 @@ import (
 	"archive/zip"
 	"bytes"
 	"compress/gzip"
+	"encoding/binary"
 	"errors"
 	"io"
 	"os"
@@ -137,6 +138,8 @@ func TestLimits(t *testing.T) {
 		nested = gz(t, nested)
 	}
 	xmlData := readTestFile(t, "corpus/aggregate", "niciliketo__report1.xml")
+	// A sound report, padded to 600 KiB: two of them exceed 1 MiB.
+	padded := append(append([]byte{}, xmlData...), bytes.Repeat([]byte("\n"), 600<<10-len(xmlData))...)
 	fewRecords := DefaultLimits()
 	fewRecords.MaxRecords = 10
 
@@ -146,8 +149,13 @@ func TestLimits(t *testing.T) {
 		lim  Limits
 		want string
 	}{
-		{"gzip bomb", bomb, small, "gunzip: gzip output larger than 1048576 bytes"},
-		{"zip bomb", zipBomb, small, `"r.xml": unzip: zip member larger than 1048576 bytes`},
+		{"gzip bomb", bomb, small, "gunzip: decompressed data larger than 1048576 bytes in all"},
+		{"zip bomb", zipBomb, small, `"r.xml": unzip: decompressed data larger than 1048576 bytes in all`},
+		// Each member within the bound, all of them together over it.
+		{"zips in a zip", zipOf(t, map[string][]byte{"a.zip": zipOf(t, map[string][]byte{"a.xml": padded}, "a.xml"),
+			"b.zip": zipOf(t, map[string][]byte{"b.xml": padded}, "b.xml")}, "a.zip", "b.zip"), small,
+			"decompressed data larger than 1048576 bytes in all"},
+		{"overlapping entries", overlapping(t), DefaultLimits(), "zip entries overlap"},
 		{"zip members", zipOf(t, manyMembers, names...), DefaultLimits(), "zip holds 101 entries, more than 100"},
 		{"nesting", nested, DefaultLimits(), "containers nested deeper than 5"},
 		{"records", xmlData, fewRecords, "more than 10 records"},
@@ -159,6 +167,23 @@ func TestLimits(t *testing.T) {
 			}
 		})
 	}
+}
+
+// overlapping builds a zip whose two directory entries point at the same
+// data, as "zip quines" do.
+func overlapping(t *testing.T) []byte {
+	data := zipOf(t, map[string][]byte{"a.xml": bytes.Repeat([]byte("x"), 1000)}, "a.xml")
+	// Duplicate the one central directory entry and fix the end record.
+	eocd := bytes.LastIndex(data, []byte("PK\x05\x06"))
+	cdStart := int(binary.LittleEndian.Uint32(data[eocd+16:]))
+	entry := data[cdStart:eocd]
+	out := append([]byte{}, data[:eocd]...)
+	out = append(out, entry...)
+	end := append([]byte{}, data[eocd:]...)
+	binary.LittleEndian.PutUint16(end[8:], 2)
+	binary.LittleEndian.PutUint16(end[10:], 2)
+	binary.LittleEndian.PutUint32(end[12:], uint32(2*len(entry)))
+	return append(out, end...)
 }
 
 // TestMailParts checks the part names and kinds the mail walker reports.

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -102,12 +103,16 @@ func FuzzWalk(f *testing.F) {
 	lim := fuzzLimits()
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_ = Walk(bytes.NewReader(data), lim, func(d Document) error {
-			if d.Kind == KindAggregate {
-				decodeAll(t, d.Body, lim)
-				return nil
+			switch d.Kind {
+			case KindSMTPTLS:
+				_, err := ParseTLSReport(d.Body, lim)
+				return err
+			case KindFailure:
+				_, err := ParseFailure(d.Body, lim)
+				return err
 			}
-			_, err := io.Copy(io.Discard, d.Body)
-			return err
+			decodeAll(t, d.Body, lim)
+			return nil
 		})
 	})
 }
@@ -123,5 +128,55 @@ func FuzzMail(f *testing.F) {
 			return err
 		}}
 		_ = w.mail("", bytes.NewReader(data), 0)
+	})
+}
+
+// FuzzTLSReport: any bytes give a report within bounds or an error.
+func FuzzTLSReport(f *testing.F) {
+	addSeeds(f, 64<<10, "corpus/smtp_tls")
+	lim := fuzzLimits()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := ParseTLSReport(bytes.NewReader(data), lim)
+		if err != nil {
+			return
+		}
+		if r.ReportID == "" || len(r.Policies) == 0 || len(r.Policies) > maxTLSItems || r.Begin.After(r.End) {
+			t.Fatalf("report accepted without its required values or over bounds: %+v", r)
+		}
+		for _, p := range r.Policies {
+			if p.Domain == "" || ParseTLSPolicyType(string(p.Type)) != p.Type || len(p.Failures) > maxTLSItems ||
+				p.Successful > lim.MaxCount || p.Failed > lim.MaxCount {
+				t.Fatalf("policy out of bounds: %+v", p)
+			}
+			for _, fd := range p.Failures {
+				if ParseTLSResultType(string(fd.ResultType)) != fd.ResultType {
+					t.Fatalf("result type %q outside its closed set", fd.ResultType)
+				}
+			}
+		}
+	})
+}
+
+// FuzzFailure: any bytes give a failure report with closed-set values, or
+// an error.
+func FuzzFailure(f *testing.F) {
+	addSeeds(f, 64<<10, "corpus/failure")
+	lim := fuzzLimits()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := ParseFailure(bytes.NewReader(data), lim)
+		if err != nil {
+			return
+		}
+		if r.Domain() == "" || r.FeedbackType != "auth-failure" ||
+			ParseAuthFailure(string(r.AuthFailure)) != r.AuthFailure && r.AuthFailure != "dmarc" ||
+			ParseDeliveryResult(string(r.DeliveryResult)) != r.DeliveryResult {
+			t.Fatalf("failure report out of bounds: %+v", r)
+		}
+		red := r.Redacted()
+		for _, s := range []string{red.OriginalMailFrom, red.OriginalRcptTo, red.Original.From, red.Original.To} {
+			if s != "" && s != "*" && !strings.HasPrefix(s, "*@") {
+				t.Fatalf("redacted address %q keeps its local part", s)
+			}
+		}
 	})
 }

@@ -12,9 +12,9 @@ type Limits struct {
 	// MaxArchiveBytes bounds a zip archive, which is held in memory because
 	// zip needs random access.
 	MaxArchiveBytes int64
-	// MaxDecompressedBytes bounds the input itself and the output of each
-	// gzip stream or zip member. A decompression bomb fails here without
-	// its output being held: output is streamed.
+	// MaxDecompressedBytes bounds the input itself, and the output of all
+	// its gzip streams and zip members together. A decompression bomb
+	// fails here without its output being held: output is streamed.
 	MaxDecompressedBytes int64
 	// MaxMembers bounds the number of entries in a zip archive and the
 	// number of parts in a mail.
@@ -38,7 +38,7 @@ type Limits struct {
 // Google reports are about 100 MB of XML, compressed to a few MB.
 func DefaultLimits() Limits {
 	return Limits{
-		MaxArchiveBytes:      64 << 20,
+		MaxArchiveBytes:      32 << 20,
 		MaxDecompressedBytes: 1 << 30,
 		MaxMembers:           100,
 		MaxDepth:             5,

@@ -154,7 +154,16 @@ const maxTLSItems = 100
 
 // ParseTLSReport decodes an SMTP TLS report.
 func ParseTLSReport(r io.Reader, lim Limits) (*TLSReport, error) {
-	dec := json.NewDecoder(newLimitReader(r, lim.MaxDecompressedBytes, "SMTP TLS report"))
+	data, err := io.ReadAll(newLimitReader(r, maxTLSBytes, "SMTP TLS report"))
+	if err != nil {
+		return nil, fmt.Errorf("SMTP TLS report: %w", err)
+	}
+	// Count before decoding: a small document of many empty objects would
+	// otherwise take gigabytes as structs.
+	if err := checkJSONShape(data); err != nil {
+		return nil, fmt.Errorf("SMTP TLS report: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	var j tlsReportJSON
 	if err := dec.Decode(&j); err != nil {
@@ -183,7 +192,6 @@ func ParseTLSReport(r io.Reader, lim Limits) (*TLSReport, error) {
 	if j.DateRange == nil {
 		return nil, fmt.Errorf("SMTP TLS report has no date-range: %w", ErrInvalid)
 	}
-	var err error
 	if rep.Begin, err = parseTLSTime(j.DateRange.Start); err != nil {
 		return nil, fmt.Errorf("SMTP TLS report: start-datetime: %w", err)
 	}
@@ -237,6 +245,41 @@ func ParseTLSReport(r io.Reader, lim Limits) (*TLSReport, error) {
 		rep.Policies = append(rep.Policies, pr)
 	}
 	return rep, nil
+}
+
+// maxTLSBytes bounds an SMTP TLS report; real ones are a few KB.
+const maxTLSBytes = 4 << 20
+
+// checkJSONShape refuses JSON with an array longer than maxTLSItems or
+// nesting deeper than 16, reading tokens without building values.
+func checkJSONShape(data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	var counts []int // elements seen in each open array; -1 for objects
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return nil // the decoder proper reports syntax errors, with context
+		}
+		if n := len(counts); n > 0 && counts[n-1] >= 0 && tok != json.Delim(']') {
+			if counts[n-1]++; counts[n-1] > maxTLSItems {
+				return fmt.Errorf("an array has more than %d elements: %w", maxTLSItems, ErrLimit)
+			}
+		}
+		switch tok {
+		case json.Delim('['):
+			counts = append(counts, 0)
+		case json.Delim('{'):
+			counts = append(counts, -1)
+		case json.Delim(']'), json.Delim('}'):
+			counts = counts[:len(counts)-1]
+		}
+		if len(counts) > 16 {
+			return fmt.Errorf("JSON nested deeper than 16: %w", ErrLimit)
+		}
+	}
 }
 
 // parseTLSTime reads an RFC 3339 date-time; one without a zone is UTC.

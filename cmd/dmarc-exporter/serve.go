@@ -198,7 +198,7 @@ func (c *serveCmd) run(stdout, stderr io.Writer) int {
 		mux.Handle("/", landing)
 	}
 
-	server := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	server := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 2 * time.Minute}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- web.ListenAndServe(server, c.webFlags, logger) }()
 	status := 0
