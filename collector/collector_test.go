@@ -2,6 +2,7 @@ package collector
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -354,4 +355,45 @@ func seriesLines(mf *dto.MetricFamily) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// TestFailureSamples: samples are kept only when configured, bounded, newest
+// first, and hold no local part of any address.
+func TestFailureSamples(t *testing.T) {
+	data, err := os.ReadFile("../testdata/corpus/failure/parsedmarc__dmarc_ruf_report_linkedin.eml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := os.ReadFile("../testdata/corpus/failure/djangodmarc2__feedback3.eml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, keep := range []int{0, 1, 2} {
+		s := testStore(t, t.TempDir())
+		s.opts.FailureSamples = keep
+		for i, d := range [][]byte{data, other} {
+			if err := s.IngestFile("src", fmt.Sprint(i), "m", bytes.NewReader(d)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		samples := s.Samples()
+		if len(samples) != keep {
+			t.Fatalf("failure_samples %d: %d samples kept", keep, len(samples))
+		}
+		if keep == 0 {
+			continue
+		}
+		b, _ := json.Marshal(samples)
+		for _, private := range []string{"recipient@", "sender@", "Subject line"} {
+			if bytes.Contains(b, []byte(private)) {
+				t.Errorf("sample holds %q: %s", private, b)
+			}
+		}
+		if samples[0].Domain != "example.net" { // the newest, from feedback3
+			t.Errorf("newest sample is for %q", samples[0].Domain)
+		}
+	}
 }

@@ -152,7 +152,9 @@ func (d *Dir) scan(ctx context.Context, w *fsnotify.Watcher) (wait time.Duration
 			}
 			return nil
 		}
-		if age := time.Since(info.ModTime()); age < settle {
+		// A modification time in the future (clock skew on a network file
+		// system) cannot tell whether the file settled: read it.
+		if age := time.Since(info.ModTime()); age >= 0 && age < settle {
 			wait = max(wait, settle-age)
 			return nil
 		}
