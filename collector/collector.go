@@ -43,7 +43,7 @@ var (
 		"Aggregate reports received again (same reporter, report_id, date range and policy domain) and not counted twice.",
 		true, "domain", "reporter")
 	rejectedFamily = newFamily("dmarc_reports_rejected_total",
-		"Inputs or reports refused, by source and reason (malformed, no_report, too_large, unsupported, domain_not_monitored).",
+		"Inputs or reports refused, by source and reason (malformed, no_report, too_large, not_auth_failure, domain_not_monitored).",
 		true, "source", "reason")
 	invalidRecordsFamily = newFamily("dmarc_records_invalid_total",
 		"Records refused for a wrong value (count missing, negative, not a number or implausible; source IP missing or invalid); their messages are not counted.",

@@ -114,7 +114,7 @@ dmarc_messages_total{disposition="none",dkim="pass",dmarc="pass",domain="sub.exa
 # TYPE dmarc_reports_duplicate_total counter
 dmarc_reports_duplicate_total{domain="example.com",reporter="google.com"} 1
 dmarc_reports_duplicate_total{domain="sub.example.com",reporter="google.com"} 0
-# HELP dmarc_reports_rejected_total Inputs or reports refused, by source and reason (malformed, no_report, too_large, unsupported, domain_not_monitored).
+# HELP dmarc_reports_rejected_total Inputs or reports refused, by source and reason (malformed, no_report, too_large, not_auth_failure, domain_not_monitored).
 # TYPE dmarc_reports_rejected_total counter
 dmarc_reports_rejected_total{reason="domain_not_monitored",source="src"} 1
 dmarc_reports_rejected_total{reason="malformed",source="src"} 1
