@@ -236,6 +236,7 @@ func (s *Store) Collect(ch chan<- prometheus.Metric) {
 // it is released, so that a slow scraper does not hold up ingestion.
 func (s *Store) WriteText(w io.Writer) error {
 	var buf bytes.Buffer
+	buf.Grow(int(s.lastTextSize.Load()) + 4096) // one allocation, not a doubling series
 	bw := bufio.NewWriterSize(&buf, 64<<10)
 	var line []byte
 	var current *family
@@ -275,6 +276,7 @@ func (s *Store) WriteText(w io.Writer) error {
 	if err := bw.Flush(); err != nil {
 		return err
 	}
+	s.lastTextSize.Store(int64(buf.Len()))
 	_, err := buf.WriteTo(w)
 	return err
 }

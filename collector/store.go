@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dmarc-exporter/dmarc-exporter/config"
@@ -62,6 +63,8 @@ type Store struct {
 	dirty        bool      // live differs from the state file
 	in           *interner
 	reporterSets map[string]map[string]struct{} // domain -> reporters, live and pending
+
+	lastTextSize atomic.Int64 // size of the last /metrics text, to size the next
 
 	// Health of the state file, guarded by mu.
 	lastSave   time.Time
