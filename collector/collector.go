@@ -86,7 +86,17 @@ var (
 		"Failed TLS sessions in SMTP TLS report failure details, by result type of RFC 8460 §4.3 (other for unknown types).",
 		true, "domain", "reporter", "policy_type", "result_type")
 
-	families = []*family{failuresFamily, failureDuplicatesFamily, tlsReportsFamily, tlsDuplicatesFamily,
+	lastReportFamily = newFamily("dmarc_reporter_last_report_timestamp_seconds",
+		"When the newest aggregate report of a reporter for a domain was received; 0 for an expected reporter never seen.",
+		false, "domain", "reporter")
+	intervalFamily = newFamily("dmarc_reporter_expected_interval_seconds",
+		"Usual interval between a reporter's reports for a domain: the median gap between the ends of its latest reports (1 day until two were seen).",
+		false, "domain", "reporter")
+	silentFamily = newFamily("dmarc_reporter_silent",
+		"1 when a reporter has sent no report for a domain for longer than max(2 × its usual interval, 48h), or, when expected but never seen, for 48h since the state began; else 0.",
+		false, "domain", "reporter")
+
+	families = []*family{lastReportFamily, intervalFamily, silentFamily, failuresFamily, failureDuplicatesFamily, tlsReportsFamily, tlsDuplicatesFamily,
 		tlsSessionsFamily, tlsFailedFamily, messagesFamily, reportsFamily, domainReportsFamily, duplicatesFamily, rejectedFamily,
 		invalidRecordsFamily, overridesFamily, lastEndFamily, anomaliesFamily, overflowFamily, dedupKeysFamily,
 		lastSaveFamily, saveErrorsFamily}
@@ -174,6 +184,20 @@ func (s *Store) visit(fn func(f *family, v float64, labelValues ...string)) {
 				fn(p.f, float64(v), k.domain, k.reporter, k.policyType, k.result)
 			}
 		}
+	}
+	watches := s.watches(s.opts.Now(), shown)
+	for _, w := range watches {
+		fn(lastReportFamily, float64(w.last), w.domain, w.reporter)
+	}
+	for _, w := range watches {
+		fn(intervalFamily, w.interval.Seconds(), w.domain, w.reporter)
+	}
+	for _, w := range watches {
+		silent := 0.0
+		if w.silent {
+			silent = 1
+		}
+		fn(silentFamily, silent, w.domain, w.reporter)
 	}
 	for k, v := range s.live.overrides {
 		if shown(k.domain) {

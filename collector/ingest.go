@@ -278,6 +278,8 @@ func (s *Store) stage(source string, p *parsedReport, now time.Time) {
 		st.Long++
 	}
 	st.LastEnd = max(st.LastEnd, end.Unix())
+	st.LastReceived = max(st.LastReceived, now.Unix())
+	st.Ends = mergeEnds(st.Ends, []int64{end.Unix()})
 	s.pending.domains[domain]++
 	for c, n := range p.messages {
 		k := msgKey{domain, reporter, s.in.get(c.disposition), s.in.get(c.dmarc), s.in.get(c.dkim), s.in.get(c.spf)}

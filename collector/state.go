@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"time"
 )
 
 // The counted data. Every key field holds a bounded label value (see
@@ -30,10 +31,33 @@ type reporterStats struct {
 	InvalidRecords uint64 `json:"invalid_records"`
 	// LastEnd is the end of the newest report's date range, Unix seconds.
 	LastEnd int64 `json:"last_end"`
+	// LastReceived is when the newest report was ingested, Unix seconds.
+	LastReceived int64 `json:"last_received,omitempty"`
+	// Ends are the date range ends of the latest reports (at most
+	// maxEnds, ascending), from which the watchdog learns the interval.
+	Ends []int64 `json:"ends,omitempty"`
 	// Anomalies of the date range, by kind (future, old, long).
 	Future uint64 `json:"future"`
 	Old    uint64 `json:"old"`
 	Long   uint64 `json:"long"`
+}
+
+// maxEnds bounds the report ends kept per reporter.
+const maxEnds = 16
+
+// mergeEnds merges two ascending lists of report ends, without repeats,
+// keeping the latest maxEnds.
+func mergeEnds(a, b []int64) []int64 {
+	if len(b) == 0 {
+		return a
+	}
+	out := append(slices.Clone(a), b...)
+	slices.Sort(out)
+	out = slices.Compact(out)
+	if len(out) > maxEnds {
+		out = out[len(out)-maxEnds:]
+	}
+	return out
 }
 
 type overrideKey struct{ domain, reporter, reason string }
@@ -137,6 +161,8 @@ func (c *counters) merge(b *counters, maxSamples int) {
 		r.Duplicates += v.Duplicates
 		r.InvalidRecords += v.InvalidRecords
 		r.LastEnd = max(r.LastEnd, v.LastEnd)
+		r.LastReceived = max(r.LastReceived, v.LastReceived)
+		r.Ends = mergeEnds(r.Ends, v.Ends)
 		r.Future += v.Future
 		r.Old += v.Old
 		r.Long += v.Long
@@ -163,7 +189,10 @@ func (c *counters) merge(b *counters, maxSamples int) {
 
 // stateFile is the JSON form of the live counters.
 type stateFile struct {
-	Version   int               `json:"version"`
+	Version int `json:"version"`
+	// Created is when the state began, Unix seconds: the watchdog's
+	// grace period for expected reporters not seen yet starts there.
+	Created   int64             `json:"created"`
 	Messages  []messageJSON     `json:"messages"`
 	Reporters []reporterJSON    `json:"reporters"`
 	Overrides []overrideJSON    `json:"overrides"`
@@ -322,23 +351,28 @@ func fromFile(f *stateFile, in *interner) *counters {
 	return c
 }
 
-// loadState reads the state file; a missing file is an empty state.
-func loadState(path string, in *interner) (*counters, error) {
+// loadState reads the state file and when the state was created; a
+// missing file is an empty state, created now.
+func loadState(path string, in *interner, now time.Time) (*counters, time.Time, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return newCounters(), nil
+		return newCounters(), now, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	var f stateFile
 	if err := json.Unmarshal(data, &f); err != nil {
-		return nil, fmt.Errorf("state file %s: %w", path, err)
+		return nil, time.Time{}, fmt.Errorf("state file %s: %w", path, err)
 	}
 	if f.Version != stateVersion {
-		return nil, fmt.Errorf("state file %s: version %d, want %d", path, f.Version, stateVersion)
+		return nil, time.Time{}, fmt.Errorf("state file %s: version %d, want %d", path, f.Version, stateVersion)
 	}
-	return fromFile(&f, in), nil
+	created := now
+	if f.Created > 0 {
+		created = time.Unix(f.Created, 0)
+	}
+	return fromFile(&f, in), created, nil
 }
 
 // writeState writes the state atomically: a temporary file in the same

@@ -45,8 +45,11 @@ type Options struct {
 	// FailureSamples is how many redacted failure reports to keep for the
 	// detail view; 0 keeps none.
 	FailureSamples int
-	Now            func() time.Time
-	Logger         *slog.Logger
+	// ExpectedReporters are, per domain, reporter labels the watchdog
+	// watches before they were ever seen.
+	ExpectedReporters map[string][]string
+	Now               func() time.Time
+	Logger            *slog.Logger
 }
 
 // Store is the counted state: live counters served to Prometheus and a
@@ -61,6 +64,7 @@ type Store struct {
 	pending      *counters
 	committing   *counters // the batch being written by Commit, or nil
 	dirty        bool      // live differs from the state file
+	created      time.Time // when the state began
 	in           *interner
 	reporterSets map[string]map[string]struct{} // domain -> reporters, live and pending
 
@@ -91,10 +95,11 @@ func Open(opts Options) (*Store, error) {
 		in:           newInterner(),
 		reporterSets: map[string]map[string]struct{}{},
 	}
-	live, err := loadState(s.path, s.in)
+	live, created, err := loadState(s.path, s.in, opts.Now())
 	if err != nil {
 		return nil, err
 	}
+	s.created = created
 	s.live = live
 	for k := range live.reporters {
 		if s.reporterSets[k.domain] == nil {
@@ -120,9 +125,11 @@ func Open(opts Options) (*Store, error) {
 
 // SetConfig applies a reloaded configuration: domains and limits. Counted
 // data is kept; a domain no longer configured is no longer exported.
-func (s *Store) SetConfig(domains, sources []string, limits config.Limits, dedupRetention time.Duration, failureSamples int) {
+func (s *Store) SetConfig(domains, sources []string, limits config.Limits, dedupRetention time.Duration, failureSamples int,
+	expected map[string][]string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.opts.ExpectedReporters = expected
 	s.opts.FailureSamples = failureSamples
 	s.opts.Domains = slices.Clone(domains)
 	s.opts.Sources = slices.Clone(sources)
@@ -149,6 +156,7 @@ func (s *Store) Commit() error {
 	next.merge(batch, s.opts.FailureSamples)
 	s.expireDedup(next)
 	f := next.toFile()
+	f.Created = s.created.Unix()
 	s.mu.Unlock()
 
 	err := writeState(s.path, f)

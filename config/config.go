@@ -31,6 +31,10 @@ type Config struct {
 	// local parts of addresses, no subject), are kept and served on
 	// /failure-samples. 0, the default, keeps none.
 	FailureSamples int `yaml:"failure_samples"`
+	// ExpectedReporters lists, per domain, reporters (as the reporter label
+	// writes them: google.com, microsoft.com, ...) that the watchdog
+	// watches even before their first report.
+	ExpectedReporters map[string][]string `yaml:"expected_reporters"`
 }
 
 // Directory is a directory source: every file below Path is read once.
@@ -183,6 +187,24 @@ func (c *Config) validate() error {
 		seen[n] = true
 		c.Domains[i] = n
 	}
+	expected := map[string][]string{}
+	for domain, reporters := range c.ExpectedReporters {
+		d := NormalizeDomain(domain)
+		if !validDomain(d) {
+			return fmt.Errorf("expected_reporters: %q is not a domain name", domain)
+		}
+		if len(c.Domains) > 0 && !seen[d] {
+			return fmt.Errorf("expected_reporters: %q is not one of the domains", domain)
+		}
+		for _, r := range reporters {
+			r = strings.ToLower(strings.TrimSpace(r))
+			if !validDomain(r) {
+				return fmt.Errorf("expected_reporters: %s: %q is not a reporter name (a domain such as google.com)", domain, r)
+			}
+			expected[d] = append(expected[d], r)
+		}
+	}
+	c.ExpectedReporters = expected
 	names := map[string]bool{}
 	for i, d := range c.Directories {
 		if d.Path == "" {

@@ -11,13 +11,14 @@ import (
 // names the problem and, for YAML errors, its line.
 func TestBadConfigs(t *testing.T) {
 	want := map[string]string{
-		"unknown-key.bad.yml":      "line 4: field archve_dir not found in type config.Directory",
-		"wrong-type.bad.yml":       "line 3: cannot unmarshal !!str `many` into int",
-		"bad-domain.bad.yml":       `domains[0]: "exa mple.com" is not a domain name`,
-		"duplicate-domain.bad.yml": `domains[1]: "example.com." listed twice`,
-		"no-path.bad.yml":          "directories[0]: path is required",
-		"bad-duration.bad.yml":     `line 3: not a valid duration string: "soon"`,
-		"short-rescan.bad.yml":     "directories[0]: rescan_interval 10ms is shorter than 1s",
+		"unknown-key.bad.yml":             "line 4: field archve_dir not found in type config.Directory",
+		"wrong-type.bad.yml":              "line 3: cannot unmarshal !!str `many` into int",
+		"bad-domain.bad.yml":              `domains[0]: "exa mple.com" is not a domain name`,
+		"duplicate-domain.bad.yml":        `domains[1]: "example.com." listed twice`,
+		"no-path.bad.yml":                 "directories[0]: path is required",
+		"bad-duration.bad.yml":            `line 3: not a valid duration string: "soon"`,
+		"short-rescan.bad.yml":            "directories[0]: rescan_interval 10ms is shorter than 1s",
+		"expected-unknown-domain.bad.yml": `expected_reporters: "example.org" is not one of the domains`,
 	}
 	files, _ := filepath.Glob("testdata/*.bad.yml")
 	if len(files) != len(want) {

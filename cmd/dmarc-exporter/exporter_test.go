@@ -180,6 +180,7 @@ var volatile = map[string]bool{
 	"dmarc_exporter_config_last_reload_success_timestamp_seconds": true,
 	"dmarc_source_last_scan_timestamp_seconds":                    true,
 	"dmarc_source_scans_total":                                    true,
+	"dmarc_reporter_last_report_timestamp_seconds":                true, // ingest time
 }
 
 // exposition renders the dmarc_ families as sorted "name{labels} value"

@@ -107,14 +107,15 @@ func (c *serveCmd) run(stdout, stderr io.Writer) int {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	store, err := collector.Open(collector.Options{
-		Dir:            *c.storagePath,
-		Domains:        cfg.Domains,
-		Sources:        cfg.SourceNames(),
-		Limits:         cfg.Limits,
-		DedupRetention: time.Duration(cfg.State.DedupRetention),
-		ReportLimits:   report.DefaultLimits(),
-		FailureSamples: cfg.FailureSamples,
-		Logger:         logger,
+		Dir:               *c.storagePath,
+		Domains:           cfg.Domains,
+		Sources:           cfg.SourceNames(),
+		Limits:            cfg.Limits,
+		DedupRetention:    time.Duration(cfg.State.DedupRetention),
+		ReportLimits:      report.DefaultLimits(),
+		FailureSamples:    cfg.FailureSamples,
+		ExpectedReporters: cfg.ExpectedReporters,
+		Logger:            logger,
 	})
 	if err != nil {
 		logger.Error("open state", "err", err)
@@ -148,7 +149,8 @@ func (c *serveCmd) run(stdout, stderr io.Writer) int {
 			logger.Error("reload: keeping the running configuration", "err", err)
 			return err
 		}
-		store.SetConfig(cfg.Domains, cfg.SourceNames(), cfg.Limits, time.Duration(cfg.State.DedupRetention), cfg.FailureSamples)
+		store.SetConfig(cfg.Domains, cfg.SourceNames(), cfg.Limits, time.Duration(cfg.State.DedupRetention), cfg.FailureSamples,
+			cfg.ExpectedReporters)
 		sources.start(ctx, cfg)
 		reloadOK.Set(1)
 		reloadTime.SetToCurrentTime()
