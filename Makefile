@@ -1,11 +1,12 @@
 # dmarc-exporter: the usual targets. `make test` is the command CI runs.
 GO ?= go
-# Debian packages the tests need; `make deps` installs the missing ones
-# when run as root and fails with their names otherwise.
-APT_PACKAGES ?=
+# Debian packages the tests need (prometheus: promtool, for the rule
+# tests); `make deps` installs the missing ones when run as root and fails
+# with their names otherwise.
+APT_PACKAGES ?= prometheus
 FUZZTIME ?= 60s
 
-.PHONY: all build test deps vet style fuzz bench docker
+.PHONY: all build test deps vet style checkrules fuzz bench docker
 
 all: build
 
@@ -34,6 +35,10 @@ test: deps style vet
 
 vet:
 	$(GO) vet ./...
+
+checkrules:
+	promtool check rules rules/dmarc.rules.yml
+	cd rules && promtool test rules dmarc.test.yml
 
 style:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
