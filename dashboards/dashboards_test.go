@@ -1,0 +1,207 @@
+// Package dashboards holds the Grafana dashboards of dmarc-exporter, as
+// JSON for Grafana's current schema. They are edited as JSON (a diff shows
+// exactly what changed in Grafana's own format) and checked here: valid
+// JSON, fixed uids, unique panel ids, every panel and query on the
+// ${datasource} variable, and every metric a query names served by the
+// real exporter (or recorded by rules/dmarc.rules.yml).
+package dashboards
+
+import (
+	"encoding/json"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"go.yaml.in/yaml/v3"
+)
+
+type dashboard struct {
+	UID        string `json:"uid"`
+	Title      string `json:"title"`
+	Templating struct {
+		List []struct {
+			Name string `json:"name"`
+			Type string `json:"type"`
+		} `json:"list"`
+	} `json:"templating"`
+	Panels []struct {
+		ID         int    `json:"id"`
+		Title      string `json:"title"`
+		Datasource struct {
+			UID string `json:"uid"`
+		} `json:"datasource"`
+		Targets []struct {
+			Expr       string `json:"expr"`
+			Datasource struct {
+				UID string `json:"uid"`
+			} `json:"datasource"`
+		} `json:"targets"`
+	} `json:"panels"`
+}
+
+// Load returns every dashboard of this folder by file name.
+func load(t *testing.T) map[string]dashboard {
+	t.Helper()
+	files, _ := filepath.Glob("*.json")
+	if len(files) < 2 {
+		t.Fatalf("%d dashboards", len(files))
+	}
+	out := map[string]dashboard{}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d dashboard
+		if err := json.Unmarshal(data, &d); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		out[f] = d
+	}
+	return out
+}
+
+func TestDashboardsWellFormed(t *testing.T) {
+	uids := map[string]bool{}
+	for f, d := range load(t) {
+		if d.UID == "" || uids[d.UID] {
+			t.Errorf("%s: uid %q missing or not unique", f, d.UID)
+		}
+		uids[d.UID] = true
+		vars := map[string]string{}
+		for _, v := range d.Templating.List {
+			vars[v.Name] = v.Type
+		}
+		if vars["datasource"] != "datasource" || vars["domain"] != "query" {
+			t.Errorf("%s: variables %v, want datasource and domain", f, vars)
+		}
+		ids := map[int]bool{}
+		for _, p := range d.Panels {
+			if ids[p.ID] {
+				t.Errorf("%s: panel id %d repeated", f, p.ID)
+			}
+			ids[p.ID] = true
+			if p.Datasource.UID != "${datasource}" {
+				t.Errorf("%s: panel %q on datasource %q", f, p.Title, p.Datasource.UID)
+			}
+			if len(p.Targets) == 0 {
+				t.Errorf("%s: panel %q has no query", f, p.Title)
+			}
+			for _, q := range p.Targets {
+				if q.Datasource.UID != "${datasource}" {
+					t.Errorf("%s: a query of %q on datasource %q", f, p.Title, q.Datasource.UID)
+				}
+			}
+		}
+	}
+}
+
+// metricRE finds the metric and recording rule names a query uses.
+var metricRE = regexp.MustCompile(`\b((?:dmarc_|smtp_tls_|domain:)[a-zA-Z0-9_:]*)`)
+
+// TestDashboardsQueryServedMetrics runs the real exporter on the test
+// reports and checks that every metric a dashboard names is served.
+func TestDashboardsQueryServedMetrics(t *testing.T) {
+	served := exporterMetrics(t)
+	recorded := recordingRules(t)
+	for f, d := range load(t) {
+		for _, p := range d.Panels {
+			for _, q := range p.Targets {
+				for _, m := range metricRE.FindAllString(q.Expr, -1) {
+					if !served[m] && !recorded[m] {
+						t.Errorf("%s: panel %q names %s, which the exporter does not serve", f, p.Title, m)
+					}
+				}
+			}
+		}
+	}
+}
+
+func recordingRules(t *testing.T) map[string]bool {
+	data, err := os.ReadFile("../rules/dmarc.rules.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rf struct {
+		Groups []struct {
+			Rules []struct {
+				Record string `yaml:"record"`
+			} `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	if err := yaml.Unmarshal(data, &rf); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, g := range rf.Groups {
+		for _, r := range g.Rules {
+			if r.Record != "" {
+				out[r.Record] = true
+			}
+		}
+	}
+	return out
+}
+
+// exporterMetrics builds and runs the exporter on every kind of test report
+// and returns the names of the metric families it serves.
+func exporterMetrics(t *testing.T) map[string]bool {
+	t.Helper()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "dmarc-exporter")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/dmarc-exporter").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	args := []string{"--web.listen-address=" + addr, "--storage.path=" + dir}
+	for _, kind := range []string{"aggregate", "email", "failure", "smtp_tls"} {
+		args = append(args, "--source.dir=../testdata/corpus/"+kind)
+	}
+	cmd := exec.Command(bin, args...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("exporter did not finish its first scans")
+		}
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			continue
+		}
+		p := expfmt.NewTextParser(model.UTF8Validation)
+		mfs, err := p.TextToMetricFamilies(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		scans := mfs["dmarc_source_scans_total"]
+		done := 0
+		for _, m := range scans.GetMetric() {
+			if m.GetCounter().GetValue() >= 1 {
+				done++
+			}
+		}
+		if done < 4 {
+			continue
+		}
+		out := map[string]bool{}
+		for name := range mfs {
+			out[name] = true
+		}
+		return out
+	}
+}
