@@ -1,9 +1,9 @@
 # dmarc-exporter: the usual targets. `make test` is the command CI runs.
 GO ?= go
-# Debian packages the tests need (prometheus: promtool, for the rule
-# tests); `make deps` installs the missing ones when run as root and fails
+# Debian packages the tests need (prometheus: promtool and Prometheus,
+# prometheus-alertmanager: for the rule and end-to-end tests); `make deps` installs the missing ones when run as root and fails
 # with their names otherwise.
-APT_PACKAGES ?= prometheus
+APT_PACKAGES ?= prometheus prometheus-alertmanager
 FUZZTIME ?= 60s
 
 .PHONY: all build test deps vet style checkrules fuzz bench docker

@@ -1,0 +1,355 @@
+// Package e2e runs dmarc-exporter with a real Prometheus and a real
+// Alertmanager (Debian packages prometheus and prometheus-alertmanager,
+// installed by `make deps`): the shipped rules fire and reach a webhook,
+// and every query of the rules and dashboards runs. A missing binary fails.
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func lookPath(t *testing.T, names ...string) string {
+	t.Helper()
+	for _, n := range names {
+		if p, err := exec.LookPath(n); err == nil {
+			return p
+		}
+	}
+	t.Fatalf("none of %v installed (Debian packages prometheus, prometheus-alertmanager; make deps)", names)
+	return ""
+}
+
+// start runs a command until the test ends and waits for url to answer.
+func start(t *testing.T, name, readyURL string, cmd *exec.Cmd) {
+	t.Helper()
+	logs := &strings.Builder{}
+	var mu sync.Mutex
+	w := writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return logs.Write(p) })
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			mu.Lock()
+			t.Logf("%s log:\n%s", name, logs.String())
+			mu.Unlock()
+		}
+	})
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		resp, err := http.Get(readyURL)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not become ready at %s: %v", name, readyURL, err)
+		}
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func write(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestEndToEnd: exporter → Prometheus with rules/ → Alertmanager → webhook.
+func TestEndToEnd(t *testing.T) {
+	promBin := lookPath(t, "prometheus")
+	amBin := lookPath(t, "prometheus-alertmanager", "alertmanager")
+	dir := t.TempDir()
+
+	// The exporter, built from this tree.
+	bin := filepath.Join(dir, "dmarc-exporter")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/dmarc-exporter").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	state := filepath.Join(dir, "state")
+	args := []string{"--storage.path=" + state}
+	for _, kind := range []string{"aggregate", "email", "failure", "smtp_tls"} {
+		args = append(args, "--source.dir=../testdata/corpus/"+kind)
+	}
+	// A first run reads the reports and saves them.
+	exporterAddr := freeAddr(t)
+	first := exec.Command(bin, append(args, "--web.listen-address="+exporterAddr)...)
+	start(t, "exporter (first run)", "http://"+exporterAddr+"/-/ready", first)
+	waitFor(t, "the first run to save its state", func() bool {
+		return strings.Contains(get(t, "http://"+exporterAddr+"/metrics"), `dmarc_source_scans_total{source="../testdata/corpus/smtp_tls"} 1`)
+	})
+	first.Process.Signal(os.Interrupt)
+	first.Wait()
+
+	// The clock under the test's control: Google last reported for
+	// marketdojo.com five days ago, as far as the state knows.
+	silenced := ageReporter(t, filepath.Join(state, "state.json"), "marketdojo.com", "google.com", 5*24*time.Hour)
+
+	exporterAddr = freeAddr(t)
+	start(t, "exporter", "http://"+exporterAddr+"/-/ready",
+		exec.Command(bin, append(args, "--web.listen-address="+exporterAddr)...))
+
+	// The webhook Alertmanager delivers to.
+	alerts := make(chan map[string]string, 100)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var msg struct {
+			Alerts []struct {
+				Status string            `json:"status"`
+				Labels map[string]string `json:"labels"`
+			} `json:"alerts"`
+		}
+		json.NewDecoder(r.Body).Decode(&msg)
+		for _, a := range msg.Alerts {
+			if a.Status == "firing" {
+				alerts <- a.Labels
+			}
+		}
+	}))
+	defer hook.Close()
+
+	amAddr := freeAddr(t)
+	amCfg := filepath.Join(dir, "alertmanager.yml")
+	write(t, amCfg, fmt.Sprintf(`route:
+  receiver: hook
+  group_by: [alertname, domain, reporter]
+  group_wait: 0s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: hook
+    webhook_configs:
+      - url: %s
+        send_resolved: false
+`, hook.URL))
+	start(t, "alertmanager", "http://"+amAddr+"/-/ready", exec.Command(amBin, "--config.file="+amCfg,
+		"--storage.path="+filepath.Join(dir, "am"), "--web.listen-address="+amAddr, "--cluster.listen-address="))
+
+	// The shipped rules, with their `for:` durations cut to a second: the
+	// test cannot wait an hour.
+	rules, err := os.ReadFile("../rules/dmarc.rules.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fastRules := regexp.MustCompile(`(?m)^(\s+for:) \S+$`).ReplaceAllString(string(rules), "$1 1s")
+	write(t, filepath.Join(dir, "rules.yml"), fastRules)
+	promAddr := freeAddr(t)
+	promCfg := filepath.Join(dir, "prometheus.yml")
+	write(t, promCfg, fmt.Sprintf(`global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+rule_files: [%s]
+alerting:
+  alertmanagers:
+    - static_configs:
+        - targets: [%q]
+scrape_configs:
+  - job_name: dmarc
+    static_configs:
+      - targets: [%q]
+`, filepath.Join(dir, "rules.yml"), amAddr, exporterAddr))
+	start(t, "prometheus", "http://"+promAddr+"/-/ready", exec.Command(promBin, "--config.file="+promCfg,
+		"--storage.tsdb.path="+filepath.Join(dir, "prom"), "--web.listen-address="+promAddr))
+
+	// The silent reporter's alert reaches the webhook with its labels.
+	deadline := time.After(60 * time.Second)
+	for got := false; !got; {
+		select {
+		case a := <-alerts:
+			if a["alertname"] == "DMARCReporterSilent" {
+				want := map[string]string{"domain": silenced[0], "reporter": silenced[1], "severity": "warning", "job": "dmarc"}
+				for k, v := range want {
+					if a[k] != v {
+						t.Errorf("alert label %s=%q, want %q (%v)", k, a[k], v, a)
+					}
+				}
+				got = true
+			}
+		case <-deadline:
+			t.Fatal("DMARCReporterSilent did not reach the webhook")
+		}
+	}
+
+	// Every query of the rules and dashboards runs; every panel has data.
+	api := "http://" + promAddr + "/api/v1/query"
+	for _, q := range ruleQueries(t) {
+		if _, err := query(api, q); err != nil {
+			t.Errorf("rule expression %q: %v", q, err)
+		}
+	}
+	for _, p := range panelQueries(t) {
+		var n int
+		var err error
+		for i := 0; i < 20; i++ { // rate windows need a few scrapes
+			if n, err = query(api, p.expr); err != nil || n > 0 {
+				break
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		if err != nil {
+			t.Errorf("%s: panel %q: %q: %v", p.file, p.title, p.expr, err)
+		} else if n == 0 {
+			t.Errorf("%s: panel %q: %q returns no data", p.file, p.title, p.expr)
+		}
+	}
+}
+
+// ageReporter rewrites the state so that a reporter's newest report was
+// received age ago, and returns its domain and reporter.
+func ageReporter(t *testing.T, path, domain, reporter string, age time.Duration) [2]string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var state map[string]any
+	if err := json.Unmarshal(data, &state); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, r := range state["reporters"].([]any) {
+		m := r.(map[string]any)
+		if m["domain"] == domain && m["reporter"] == reporter {
+			m["last_received"] = time.Now().Add(-age).Unix()
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("state has no reporter %s for %s", reporter, domain)
+	}
+	out, _ := json.Marshal(state)
+	write(t, path, string(out))
+	return [2]string{domain, reporter}
+}
+
+func get(t *testing.T, u string) string {
+	resp, err := http.Get(u)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// query runs an instant query and returns the number of series.
+func query(api, expr string) (int, error) {
+	resp, err := http.Get(api + "?query=" + url.QueryEscape(expr))
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var r struct {
+		Status string `json:"status"`
+		Error  string `json:"error"`
+		Data   struct {
+			Result []json.RawMessage `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		return 0, err
+	}
+	if r.Status != "success" {
+		return 0, fmt.Errorf("%s", r.Error)
+	}
+	return len(r.Data.Result), nil
+}
+
+func ruleQueries(t *testing.T) []string {
+	data, err := os.ReadFile("../rules/dmarc.rules.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rf struct {
+		Groups []struct {
+			Rules []struct {
+				Expr string `yaml:"expr"`
+			} `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	if err := yaml.Unmarshal(data, &rf); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, g := range rf.Groups {
+		for _, r := range g.Rules {
+			out = append(out, r.Expr)
+		}
+	}
+	return out
+}
+
+type panelQuery struct{ file, title, expr string }
+
+// panelQueries lists the dashboards' queries, with the variables set to
+// "everything".
+func panelQueries(t *testing.T) []panelQuery {
+	files, _ := filepath.Glob("../dashboards/*.json")
+	var out []panelQuery
+	vars := strings.NewReplacer(`"$domain"`, `".*"`, `"$reporter"`, `".*"`)
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d struct {
+			Panels []struct {
+				Title   string `json:"title"`
+				Targets []struct {
+					Expr string `json:"expr"`
+				} `json:"targets"`
+			} `json:"panels"`
+		}
+		if err := json.Unmarshal(data, &d); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range d.Panels {
+			for _, q := range p.Targets {
+				out = append(out, panelQuery{filepath.Base(f), p.Title, vars.Replace(q.Expr)})
+			}
+		}
+	}
+	return out
+}
