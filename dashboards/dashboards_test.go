@@ -8,7 +8,6 @@ package dashboards
 
 import (
 	"encoding/json"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,7 +18,8 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	"go.yaml.in/yaml/v3"
+
+	"github.com/dmarc-exporter/dmarc-exporter/internal/testenv"
 )
 
 type dashboard struct {
@@ -125,26 +125,10 @@ func TestDashboardsQueryServedMetrics(t *testing.T) {
 }
 
 func recordingRules(t *testing.T) map[string]bool {
-	data, err := os.ReadFile("../rules/dmarc.rules.yml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rf struct {
-		Groups []struct {
-			Rules []struct {
-				Record string `yaml:"record"`
-			} `yaml:"rules"`
-		} `yaml:"groups"`
-	}
-	if err := yaml.Unmarshal(data, &rf); err != nil {
-		t.Fatal(err)
-	}
 	out := map[string]bool{}
-	for _, g := range rf.Groups {
-		for _, r := range g.Rules {
-			if r.Record != "" {
-				out[r.Record] = true
-			}
+	for _, r := range testenv.LoadRules(t, "../rules/dmarc.rules.yml") {
+		if r.Record != "" {
+			out[r.Record] = true
 		}
 	}
 	return out
@@ -155,16 +139,11 @@ func recordingRules(t *testing.T) map[string]bool {
 func exporterMetrics(t *testing.T) map[string]bool {
 	t.Helper()
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "dmarc-exporter")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/dmarc-exporter").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	bin, err := testenv.BuildExporter(dir, "../cmd/dmarc-exporter")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := testenv.FreeAddr(t)
 	args := []string{"--web.listen-address=" + addr, "--storage.path=" + dir}
 	for _, kind := range []string{"aggregate", "email", "failure", "smtp_tls"} {
 		args = append(args, "--source.dir=../testdata/corpus/"+kind)

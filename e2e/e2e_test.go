@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -21,18 +20,8 @@ import (
 	"testing"
 	"time"
 
-	"go.yaml.in/yaml/v3"
+	"github.com/dmarc-exporter/dmarc-exporter/internal/testenv"
 )
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
 
 func lookPath(t *testing.T, names ...string) string {
 	t.Helper()
@@ -96,9 +85,9 @@ func TestEndToEnd(t *testing.T) {
 	dir := t.TempDir()
 
 	// The exporter, built from this tree.
-	bin := filepath.Join(dir, "dmarc-exporter")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/dmarc-exporter").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
+	bin, err := testenv.BuildExporter(dir, "../cmd/dmarc-exporter")
+	if err != nil {
+		t.Fatal(err)
 	}
 	state := filepath.Join(dir, "state")
 	args := []string{"--storage.path=" + state}
@@ -106,7 +95,7 @@ func TestEndToEnd(t *testing.T) {
 		args = append(args, "--source.dir=../testdata/corpus/"+kind)
 	}
 	// A first run reads the reports and saves them.
-	exporterAddr := freeAddr(t)
+	exporterAddr := testenv.FreeAddr(t)
 	first := exec.Command(bin, append(args, "--web.listen-address="+exporterAddr)...)
 	start(t, "exporter (first run)", "http://"+exporterAddr+"/-/ready", first)
 	waitFor(t, "the first run to save its state", func() bool {
@@ -119,7 +108,7 @@ func TestEndToEnd(t *testing.T) {
 	// marketdojo.com five days ago, as far as the state knows.
 	silenced := ageReporter(t, filepath.Join(state, "state.json"), "marketdojo.com", "google.com", 5*24*time.Hour)
 
-	exporterAddr = freeAddr(t)
+	exporterAddr = testenv.FreeAddr(t)
 	start(t, "exporter", "http://"+exporterAddr+"/-/ready",
 		exec.Command(bin, append(args, "--web.listen-address="+exporterAddr)...))
 
@@ -141,7 +130,7 @@ func TestEndToEnd(t *testing.T) {
 	}))
 	defer hook.Close()
 
-	amAddr := freeAddr(t)
+	amAddr := testenv.FreeAddr(t)
 	amCfg := filepath.Join(dir, "alertmanager.yml")
 	write(t, amCfg, fmt.Sprintf(`route:
   receiver: hook
@@ -166,7 +155,7 @@ receivers:
 	}
 	fastRules := regexp.MustCompile(`(?m)^(\s+for:) \S+$`).ReplaceAllString(string(rules), "$1 1s")
 	write(t, filepath.Join(dir, "rules.yml"), fastRules)
-	promAddr := freeAddr(t)
+	promAddr := testenv.FreeAddr(t)
 	promCfg := filepath.Join(dir, "prometheus.yml")
 	write(t, promCfg, fmt.Sprintf(`global:
   scrape_interval: 1s
@@ -298,25 +287,9 @@ func query(api, expr string) (int, error) {
 }
 
 func ruleQueries(t *testing.T) []string {
-	data, err := os.ReadFile("../rules/dmarc.rules.yml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rf struct {
-		Groups []struct {
-			Rules []struct {
-				Expr string `yaml:"expr"`
-			} `yaml:"rules"`
-		} `yaml:"groups"`
-	}
-	if err := yaml.Unmarshal(data, &rf); err != nil {
-		t.Fatal(err)
-	}
 	var out []string
-	for _, g := range rf.Groups {
-		for _, r := range g.Rules {
-			out = append(out, r.Expr)
-		}
+	for _, r := range testenv.LoadRules(t, "../rules/dmarc.rules.yml") {
+		out = append(out, r.Expr)
 	}
 	return out
 }

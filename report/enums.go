@@ -249,6 +249,18 @@ func ParseDiscoveryMethod(s string) DiscoveryMethod {
 	return DiscoveryOther
 }
 
+// oneOf returns s, trimmed and lower-cased, as a member of set, or
+// other when it is not one.
+func oneOf[T ~string](s string, set []T, other T) T {
+	s = norm(s)
+	for _, v := range set {
+		if string(v) == s {
+			return v
+		}
+	}
+	return other
+}
+
 func norm(s string) string {
 	return strings.ToLower(strings.TrimSpace(s))
 }

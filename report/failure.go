@@ -83,15 +83,7 @@ type AuthFailure string
 var AuthFailures = []AuthFailure{"dmarc", "dkim", "spf", "adsp", "bodyhash", "revoked", "signature", "other"}
 
 // ParseAuthFailure maps an Auth-Failure value to the closed set.
-func ParseAuthFailure(s string) AuthFailure {
-	s = norm(s)
-	for _, a := range AuthFailures {
-		if string(a) == s {
-			return a
-		}
-	}
-	return "other"
-}
+func ParseAuthFailure(s string) AuthFailure { return oneOf(s, AuthFailures, "other") }
 
 // DeliveryResult is the Delivery-Result of RFC 6591 §3.2.3.
 type DeliveryResult string
@@ -101,16 +93,10 @@ var DeliveryResults = []DeliveryResult{"delivered", "spam", "policy", "reject", 
 
 // ParseDeliveryResult maps a Delivery-Result to the closed set.
 func ParseDeliveryResult(s string) DeliveryResult {
-	s = norm(s)
-	if s == "" {
+	if norm(s) == "" {
 		return "unknown"
 	}
-	for _, d := range DeliveryResults {
-		if string(d) == s {
-			return d
-		}
-	}
-	return "other"
+	return oneOf(s, DeliveryResults, "other")
 }
 
 // ParseFailure decodes an ARF failure report from a whole mail.

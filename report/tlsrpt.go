@@ -84,15 +84,7 @@ var TLSResultTypes = []TLSResultType{
 }
 
 // ParseTLSResultType maps a result-type to the closed set.
-func ParseTLSResultType(s string) TLSResultType {
-	s = norm(s)
-	for _, t := range TLSResultTypes {
-		if string(t) == s {
-			return t
-		}
-	}
-	return "other"
-}
+func ParseTLSResultType(s string) TLSResultType { return oneOf(s, TLSResultTypes, "other") }
 
 // The JSON as reporters write it.
 type tlsReportJSON struct {

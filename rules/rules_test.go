@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/dmarc-exporter/dmarc-exporter/internal/testenv"
 )
 
 func promtool(t *testing.T, args ...string) {
@@ -30,16 +32,6 @@ func TestPromtoolCheck(t *testing.T) { promtool(t, "check", "rules", "dmarc.rule
 
 func TestPromtoolTest(t *testing.T) { promtool(t, "test", "rules", "dmarc.test.yml") }
 
-type ruleFile struct {
-	Groups []struct {
-		Rules []struct {
-			Alert       string            `yaml:"alert"`
-			Labels      map[string]string `yaml:"labels"`
-			Annotations map[string]string `yaml:"annotations"`
-		} `yaml:"rules"`
-	} `yaml:"groups"`
-}
-
 type testFile struct {
 	Tests []struct {
 		AlertRuleTest []struct {
@@ -52,16 +44,13 @@ type testFile struct {
 // TestEveryAlert: every alert has a severity, a summary, a description and
 // a runbook section, and a test case that fires and one that does not.
 func TestEveryAlert(t *testing.T) {
-	var rules ruleFile
 	var tests testFile
-	for file, v := range map[string]any{"dmarc.rules.yml": &rules, "dmarc.test.yml": &tests} {
-		data, err := os.ReadFile(file)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := yaml.Unmarshal(data, v); err != nil {
-			t.Fatalf("%s: %v", file, err)
-		}
+	data, err := os.ReadFile("dmarc.test.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(data, &tests); err != nil {
+		t.Fatalf("dmarc.test.yml: %v", err)
 	}
 	runbook, err := os.ReadFile("../docs/runbook.md")
 	if err != nil {
@@ -79,34 +68,32 @@ func TestEveryAlert(t *testing.T) {
 	}
 	anchor := regexp.MustCompile(`#([a-z0-9-]+)$`)
 	alerts := 0
-	for _, g := range rules.Groups {
-		for _, r := range g.Rules {
-			if r.Alert == "" {
-				continue
+	for _, r := range testenv.LoadRules(t, "dmarc.rules.yml") {
+		if r.Alert == "" {
+			continue
+		}
+		alerts++
+		switch r.Labels["severity"] {
+		case "critical", "warning", "info":
+		default:
+			t.Errorf("%s: severity %q", r.Alert, r.Labels["severity"])
+		}
+		for _, k := range []string{"summary", "description", "runbook_url"} {
+			if r.Annotations[k] == "" {
+				t.Errorf("%s: no %s", r.Alert, k)
 			}
-			alerts++
-			switch r.Labels["severity"] {
-			case "critical", "warning", "info":
-			default:
-				t.Errorf("%s: severity %q", r.Alert, r.Labels["severity"])
-			}
-			for _, k := range []string{"summary", "description", "runbook_url"} {
-				if r.Annotations[k] == "" {
-					t.Errorf("%s: no %s", r.Alert, k)
-				}
-			}
-			m := anchor.FindStringSubmatch(r.Annotations["runbook_url"])
-			if m == nil || m[1] != strings.ToLower(r.Alert) || !strings.Contains(string(runbook), "## "+r.Alert+"\n") {
-				t.Errorf("%s: runbook_url %q does not lead to a section of docs/runbook.md", r.Alert, r.Annotations["runbook_url"])
-			}
-			// A case that fires, and one that does not (besides the
-			// series of a firing case that must not fire).
-			if !fires[r.Alert] {
-				t.Errorf("%s: no test case fires it", r.Alert)
-			}
-			if !silent[r.Alert] {
-				t.Errorf("%s: no test case expects it silent", r.Alert)
-			}
+		}
+		m := anchor.FindStringSubmatch(r.Annotations["runbook_url"])
+		if m == nil || m[1] != strings.ToLower(r.Alert) || !strings.Contains(string(runbook), "## "+r.Alert+"\n") {
+			t.Errorf("%s: runbook_url %q does not lead to a section of docs/runbook.md", r.Alert, r.Annotations["runbook_url"])
+		}
+		// A case that fires, and one that does not (besides the
+		// series of a firing case that must not fire).
+		if !fires[r.Alert] {
+			t.Errorf("%s: no test case fires it", r.Alert)
+		}
+		if !silent[r.Alert] {
+			t.Errorf("%s: no test case expects it silent", r.Alert)
 		}
 	}
 	if alerts < 10 {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +20,7 @@ import (
 	"github.com/prometheus/common/model"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/dmarc-exporter/dmarc-exporter/internal/testenv"
 	"github.com/dmarc-exporter/dmarc-exporter/report"
 )
 
@@ -35,9 +35,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binary = filepath.Join(dir, "dmarc-exporter")
-	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
+	if binary, err = testenv.BuildExporter(dir, "."); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -70,21 +69,11 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // startExporter starts the binary and waits until it answers; it is killed
 // when the test ends.
 func startExporter(t *testing.T, args ...string) *exporter {
 	t.Helper()
-	addr := freePort(t)
+	addr := testenv.FreeAddr(t)
 	e := &exporter{t: t, url: "http://" + addr, logs: &syncBuffer{}}
 	e.cmd = exec.Command(binary, append(args, "--web.listen-address="+addr, "--log.level=debug")...)
 	e.cmd.Stdout = e.logs
@@ -494,7 +483,7 @@ func TestWebConfig(t *testing.T) {
 	}
 	webCfg := filepath.Join(dir, "web.yml")
 	os.WriteFile(webCfg, []byte(fmt.Sprintf("basic_auth_users:\n  prometheus: %s\n", hash)), 0o600)
-	addr := freePort(t)
+	addr := testenv.FreeAddr(t)
 	cmd := exec.Command(binary, "--source.dir="+filepath.Join(testdata, "derived"), "--storage.path="+dir,
 		"--web.listen-address="+addr, "--web.config.file="+webCfg)
 	var logs bytes.Buffer
