@@ -4,6 +4,7 @@
 //
 //	serve (default)  read reports from the configured sources, serve /metrics
 //	parse FILE...    print every report found in the files as NDJSON
+//	check DOMAIN...  check a domain's DMARC and SPF records
 package main
 
 import (
@@ -26,8 +27,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	app.ErrorWriter(stderr)
 	app.Terminate(nil)
 
+	resolvers := app.Flag("dns.resolver", "DNS resolver HOST:PORT for every lookup the program makes (repeatable); default: the system's.").Strings()
 	serve := newServeCmd(app)
 	parse := newParseCmd(app)
+	check := newCheckCmd(app)
 
 	cmd, err := app.Parse(args)
 	if err != nil {
@@ -37,6 +40,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch cmd {
 	case parse.cmd.FullCommand():
 		return parse.run(stdout, stderr)
+	case check.cmd.FullCommand():
+		return check.run(*resolvers, stdout, stderr)
 	case serve.cmd.FullCommand():
 		return serve.run(stdout, stderr)
 	}

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+
+	"github.com/dmarc-exporter/dmarc-exporter/config"
+	"github.com/dmarc-exporter/dmarc-exporter/dnsmon"
+)
+
+// checkCmd is `dmarc-exporter check DOMAIN...`: a DMARC record tester. It
+// prints one finding per line (or one JSON object per finding) and exits 1
+// when any finding is an error.
+type checkCmd struct {
+	cmd     *kingpin.CmdClause
+	domains *[]string
+	format  *string
+}
+
+func newCheckCmd(app *kingpin.Application) *checkCmd {
+	c := &checkCmd{cmd: app.Command("check", "Check the DMARC and SPF records of DOMAINs and explain what is wrong.")}
+	c.format = c.cmd.Flag("format", "Output: text (a line per finding) or json (an object per finding).").Default("text").Enum("text", "json")
+	c.domains = c.cmd.Arg("domain", "domains to check").Required().Strings()
+	return c
+}
+
+func (c *checkCmd) run(resolvers []string, stdout, stderr io.Writer) int {
+	r, err := newResolver(resolvers)
+	if err != nil {
+		fmt.Fprintf(stderr, "dmarc-exporter: %v\n", err)
+		return 2
+	}
+	status := 0
+	enc := json.NewEncoder(stdout)
+	for _, d := range *c.domains {
+		domain := config.NormalizeDomain(d)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		_, dmarc := dnsmon.CheckDMARC(ctx, r, domain)
+		_, spf := dnsmon.CheckSPF(ctx, r, domain)
+		cancel()
+		for _, f := range append(dmarc, spf...) {
+			if f.Severity == dnsmon.SeverityError {
+				status = 1
+			}
+			if *c.format == "json" {
+				enc.Encode(f)
+				continue
+			}
+			fmt.Fprintf(stdout, "%s\t%s\t%s\t%s: %s\n", f.Domain, f.Record, f.Severity, f.Code, f.Message)
+		}
+	}
+	return status
+}
+
+// newResolver uses the --dns.resolver servers, else the system's.
+func newResolver(servers []string) (*dnsmon.Resolver, error) {
+	if len(servers) > 0 {
+		return &dnsmon.Resolver{Servers: servers, Timeout: 5 * time.Second}, nil
+	}
+	return dnsmon.SystemResolver()
+}

@@ -1,0 +1,65 @@
+package dnsmon
+
+import (
+	"context"
+	"strings"
+	"testing"
+)
+
+func codes(fs []Finding) string {
+	var out []string
+	for _, f := range fs {
+		out = append(out, string(f.Severity)+":"+f.Code)
+	}
+	return strings.Join(out, ",")
+}
+
+func TestCheckDMARC(t *testing.T) {
+	r := testResolver(t)
+	for _, tt := range []struct {
+		domain, want string
+	}{
+		{"good.example.test", "ok:ok"},
+		{"nodmarc.example.test", "error:missing"},
+		{"twodmarc.example.test", "error:multiple_records"},
+		{"badtag.example.test", "error:syntax,error:syntax,warning:no_rua"},
+		{"extrua.example.test", "warning:policy_none,error:unauthorized_destination"},
+		{"extruaok.example.test", "warning:testing"},
+		{"x.servfail.test", "error:lookup_error"},
+	} {
+		_, fs := CheckDMARC(context.Background(), r, tt.domain)
+		if got := codes(fs); got != tt.want {
+			t.Errorf("%s: %s, want %s (%+v)", tt.domain, got, tt.want, fs)
+		}
+	}
+}
+
+func TestCheckSPF(t *testing.T) {
+	r := testResolver(t)
+	for _, tt := range []struct {
+		domain        string
+		problem       string
+		lookups, void int
+	}{
+		{"good.example.test", "", 2, 0},
+		{"ten.example.test", "", 10, 0},
+		{"redir.example.test", "", 1, 0},
+		{"toomany.example.test", "too_many_lookups", 11, 0},
+		{"void.example.test", "too_many_void_lookups", 3, 3},
+		{"twospf.example.test", "multiple_records", 0, 0},
+		{"loop.example.test", "include_loop", 2, 0},
+		{"incmissing.example.test", "include_missing", 1, 1},
+		{"badsyntax.example.test", "syntax", 0, 0},
+		{"nodmarc-nospf.example.test", "missing", 0, 0},
+		{"x.servfail.test", "lookup_error", 0, 0},
+	} {
+		res, fs := CheckSPF(context.Background(), r, tt.domain)
+		if res.Problem != tt.problem || res.Lookups != tt.lookups || res.VoidLookups != tt.void {
+			t.Errorf("%s: problem %q, %d lookups, %d void; want %q, %d, %d (%s)",
+				tt.domain, res.Problem, res.Lookups, res.VoidLookups, tt.problem, tt.lookups, tt.void, res.Detail)
+		}
+		if len(fs) != 1 || (tt.problem == "") != (fs[0].Severity == SeverityOK) {
+			t.Errorf("%s: findings %+v", tt.domain, fs)
+		}
+	}
+}

@@ -1,0 +1,126 @@
+// Package dnsmon reads and judges the DNS records a mail domain publishes
+// for DMARC: the DMARC record (RFC 9989), SPF (RFC 7208) with its lookup
+// limits, and, in later steps, DKIM, MTA-STS, TLS-RPT and BIMI. It uses
+// github.com/miekg/dns against the configured resolvers, so that every
+// lookup goes where the user says.
+package dnsmon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// Resolver sends queries to a list of recursive resolvers, in order, until
+// one answers.
+type Resolver struct {
+	Servers []string // host:port
+	Timeout time.Duration
+}
+
+// SystemResolver reads the resolvers of /etc/resolv.conf.
+func SystemResolver() (*Resolver, error) {
+	cfg, err := dns.ClientConfigFromFile("/etc/resolv.conf")
+	if err != nil {
+		return nil, fmt.Errorf("system resolvers: %w", err)
+	}
+	r := &Resolver{Timeout: 5 * time.Second}
+	for _, s := range cfg.Servers {
+		r.Servers = append(r.Servers, net.JoinHostPort(s, cfg.Port))
+	}
+	return r, nil
+}
+
+// RcodeError is an answer with an rcode other than NOERROR and NXDOMAIN:
+// a failure to learn the record, not its absence.
+type RcodeError struct {
+	Name  string
+	Rcode int
+}
+
+func (e *RcodeError) Error() string {
+	return fmt.Sprintf("%s: %s", e.Name, dns.RcodeToString[e.Rcode])
+}
+
+// ErrNoServer: no resolver answered.
+var ErrNoServer = errors.New("no resolver answered")
+
+// TXT returns the TXT records of name, each one's strings joined (RFC 7208
+// §3.3). A name that does not exist, or has no TXT record, gives none.
+func (r *Resolver) TXT(ctx context.Context, name string) ([]string, error) {
+	msg, err := r.query(ctx, name, dns.TypeTXT)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, rr := range msg.Answer {
+		if t, ok := rr.(*dns.TXT); ok {
+			out = append(out, strings.Join(t.Txt, ""))
+		}
+	}
+	return out, nil
+}
+
+// Exists reports whether name has records of type qtype; it is what SPF's
+// a, mx and exists mechanisms need to count void lookups.
+func (r *Resolver) Exists(ctx context.Context, name string, qtype uint16) (bool, error) {
+	msg, err := r.query(ctx, name, qtype)
+	if err != nil {
+		return false, err
+	}
+	for _, rr := range msg.Answer {
+		if rr.Header().Rrtype == qtype {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// MX returns the exchange names of name.
+func (r *Resolver) MX(ctx context.Context, name string) ([]string, error) {
+	msg, err := r.query(ctx, name, dns.TypeMX)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, rr := range msg.Answer {
+		if mx, ok := rr.(*dns.MX); ok {
+			out = append(out, strings.TrimSuffix(mx.Mx, "."))
+		}
+	}
+	return out, nil
+}
+
+func (r *Resolver) query(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), qtype)
+	m.RecursionDesired = true
+	m.SetEdns0(1232, false)
+	c := &dns.Client{Timeout: r.Timeout}
+	var last error = ErrNoServer
+	for _, s := range r.Servers {
+		in, _, err := c.ExchangeContext(ctx, m, s)
+		if err != nil {
+			last = fmt.Errorf("%s: %w", s, err)
+			continue
+		}
+		if in.Truncated {
+			tc := &dns.Client{Net: "tcp", Timeout: r.Timeout}
+			if in, _, err = tc.ExchangeContext(ctx, m, s); err != nil {
+				last = fmt.Errorf("%s (tcp): %w", s, err)
+				continue
+			}
+		}
+		switch in.Rcode {
+		case dns.RcodeSuccess, dns.RcodeNameError:
+			return in, nil
+		}
+		last = &RcodeError{Name: name, Rcode: in.Rcode}
+	}
+	return nil, last
+}

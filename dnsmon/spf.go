@@ -1,0 +1,232 @@
+package dnsmon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/miekg/dns"
+)
+
+// SPF evaluation for validity, not for a message: how many DNS lookups
+// the record costs a receiver, against the limits of RFC 7208 §4.6.4 (10
+// terms that query DNS, 2 void lookups), and what breaks it.
+
+// SPF limits of RFC 7208 §4.6.4.
+const (
+	maxSPFLookups     = 10
+	maxSPFVoidLookups = 2
+	maxMXNames        = 10
+)
+
+// SPFResult is what evaluating a domain's SPF record found.
+type SPFResult struct {
+	Record      string
+	Lookups     int // terms that query DNS, includes and redirects followed
+	VoidLookups int
+	// Problem is "" for a valid record, else one of the fixed codes:
+	// missing, multiple_records, syntax, too_many_lookups,
+	// too_many_void_lookups, include_loop, include_missing, lookup_error.
+	Problem string
+	Detail  string
+}
+
+// errSPF stops an evaluation with a problem code.
+type errSPF struct{ code, detail string }
+
+func (e *errSPF) Error() string { return e.code + ": " + e.detail }
+
+// CheckSPF fetches and evaluates the SPF record of domain.
+func CheckSPF(ctx context.Context, r *Resolver, domain string) (*SPFResult, []Finding) {
+	res := &SPFResult{}
+	e := &spfEval{ctx: ctx, r: r, res: res}
+	record, err := e.record(domain)
+	res.Record = record
+	if err == nil {
+		err = e.eval(domain, record, nil)
+	}
+	if err == nil && res.Lookups > maxSPFLookups {
+		err = &errSPF{"too_many_lookups", fmt.Sprintf("%d DNS lookups, more than %d: receivers return permerror", res.Lookups, maxSPFLookups)}
+	}
+	f := Finding{Domain: domain, Record: "spf", Severity: SeverityOK, Code: "ok",
+		Message: fmt.Sprintf("%d DNS lookups, %d void", res.Lookups, res.VoidLookups)}
+	var se *errSPF
+	if errors.As(err, &se) {
+		res.Problem, res.Detail = se.code, se.detail
+		f.Severity, f.Code, f.Message = SeverityError, se.code, se.detail
+		if se.code == "missing" {
+			f.Severity = SeverityWarning
+		}
+	}
+	return res, []Finding{f}
+}
+
+type spfEval struct {
+	ctx context.Context
+	r   *Resolver
+	res *SPFResult
+}
+
+// record returns the one SPF record of domain.
+func (e *spfEval) record(domain string) (string, error) {
+	txts, err := e.r.TXT(e.ctx, domain)
+	if err != nil {
+		return "", &errSPF{"lookup_error", fmt.Sprintf("TXT lookup of %s failed: %v", domain, err)}
+	}
+	var found []string
+	for _, t := range txts {
+		if l := strings.ToLower(t); l == "v=spf1" || strings.HasPrefix(l, "v=spf1 ") {
+			found = append(found, t)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return "", &errSPF{"missing", fmt.Sprintf("no SPF record at %s", domain)}
+	case 1:
+		return found[0], nil
+	}
+	return "", &errSPF{"multiple_records", fmt.Sprintf("%d SPF records at %s: receivers return permerror", len(found), domain)}
+}
+
+// lookup counts one DNS-querying term and fails past the limit.
+func (e *spfEval) lookup() error {
+	e.res.Lookups++
+	if e.res.Lookups > maxSPFLookups {
+		return &errSPF{"too_many_lookups", fmt.Sprintf("more than %d DNS lookups: receivers return permerror", maxSPFLookups)}
+	}
+	return nil
+}
+
+// void counts a lookup that found nothing and fails past the limit.
+func (e *spfEval) void(name string) error {
+	e.res.VoidLookups++
+	if e.res.VoidLookups > maxSPFVoidLookups {
+		return &errSPF{"too_many_void_lookups", fmt.Sprintf("more than %d lookups found nothing (the last: %s): receivers return permerror", maxSPFVoidLookups, name)}
+	}
+	return nil
+}
+
+// eval walks the terms of record, following includes and a redirect;
+// stack holds the domains being evaluated, to find loops.
+func (e *spfEval) eval(domain, record string, stack []string) error {
+	for _, d := range stack {
+		if d == domain {
+			return &errSPF{"include_loop", fmt.Sprintf("%s includes itself: %s", domain, strings.Join(append(stack, domain), " > "))}
+		}
+	}
+	stack = append(stack, domain)
+	var redirect string
+	for _, term := range strings.Fields(record)[1:] {
+		lt := strings.ToLower(term)
+		if k, v, ok := strings.Cut(lt, "="); ok && !strings.ContainsAny(k, ":/") {
+			switch k {
+			case "redirect":
+				redirect = v
+			case "exp":
+			default: // unknown modifiers are ignored (RFC 7208 §6)
+			}
+			continue
+		}
+		mech := strings.TrimLeft(lt, "+-~?")
+		name, arg, _ := strings.Cut(mech, ":")
+		if i := strings.IndexByte(name, '/'); i >= 0 {
+			name = name[:i]
+		}
+		if i := strings.IndexByte(arg, '/'); i >= 0 {
+			arg = arg[:i]
+		}
+		target := arg
+		if target == "" {
+			target = domain
+		}
+		macro := strings.Contains(target, "%")
+		switch name {
+		case "all", "ip4", "ip6":
+		case "include":
+			if arg == "" {
+				return &errSPF{"syntax", fmt.Sprintf("%s: include without a domain", domain)}
+			}
+			if err := e.lookup(); err != nil {
+				return err
+			}
+			if macro {
+				continue // depends on the message: not followed
+			}
+			inc, err := e.record(target)
+			var se *errSPF
+			if errors.As(err, &se) && se.code == "missing" {
+				if err := e.void(target); err != nil {
+					return err
+				}
+				return &errSPF{"include_missing", fmt.Sprintf("%s includes %s, which has no SPF record: receivers return permerror", domain, target)}
+			}
+			if err != nil {
+				return err
+			}
+			if err := e.eval(target, inc, stack); err != nil {
+				return err
+			}
+		case "a", "mx", "exists", "ptr":
+			if err := e.lookup(); err != nil {
+				return err
+			}
+			if macro || name == "ptr" {
+				continue
+			}
+			if err := e.resolves(name, target); err != nil {
+				return err
+			}
+		default:
+			return &errSPF{"syntax", fmt.Sprintf("%s: unknown term %q", domain, truncate(term, 40))}
+		}
+	}
+	if redirect != "" {
+		if err := e.lookup(); err != nil {
+			return err
+		}
+		if strings.Contains(redirect, "%") {
+			return nil
+		}
+		next, err := e.record(redirect)
+		if err != nil {
+			return err
+		}
+		return e.eval(redirect, next, stack)
+	}
+	return nil
+}
+
+// resolves looks up the names an a, mx or exists term needs, counting
+// void lookups.
+func (e *spfEval) resolves(mech, target string) error {
+	switch mech {
+	case "mx":
+		hosts, err := e.r.MX(e.ctx, target)
+		if err != nil {
+			return &errSPF{"lookup_error", fmt.Sprintf("MX lookup of %s failed: %v", target, err)}
+		}
+		if len(hosts) == 0 {
+			return e.void(target)
+		}
+		if len(hosts) > maxMXNames {
+			return &errSPF{"too_many_lookups", fmt.Sprintf("%s has %d MX names, more than %d: receivers return permerror", target, len(hosts), maxMXNames)}
+		}
+		return nil
+	default: // a, exists
+		a, err := e.r.Exists(e.ctx, target, dns.TypeA)
+		if err != nil {
+			return &errSPF{"lookup_error", fmt.Sprintf("A lookup of %s failed: %v", target, err)}
+		}
+		aaaa := false
+		if !a && mech == "a" {
+			if aaaa, err = e.r.Exists(e.ctx, target, dns.TypeAAAA); err != nil {
+				return &errSPF{"lookup_error", fmt.Sprintf("AAAA lookup of %s failed: %v", target, err)}
+			}
+		}
+		if !a && !aaaa {
+			return e.void(target)
+		}
+		return nil
+	}
+}
