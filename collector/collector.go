@@ -96,7 +96,39 @@ var (
 		"1 when a reporter has sent no report for a domain for longer than max(2 × its usual interval, 48h), or, when expected but never seen, for 48h since the state began; else 0.",
 		false, "domain", "reporter")
 
-	families = []*family{lastReportFamily, intervalFamily, silentFamily, failuresFamily, failureDuplicatesFamily, tlsReportsFamily, tlsDuplicatesFamily,
+	dnsPresentFamily = newFamily("dmarc_dns_record_present",
+		"1 when the domain publishes the record (dmarc, spf, mta-sts, tlsrpt, bimi, dkim:<selector>), else 0.",
+		false, "domain", "record")
+	dnsValidFamily = newFamily("dmarc_dns_record_valid",
+		"1 when the record is present and sound, else 0; dmarc_dns_record_error says why not.",
+		false, "domain", "record")
+	dnsErrorFamily = newFamily("dmarc_dns_record_error",
+		"1 for the reason a record is not valid: missing, multiple_records, syntax, too_many_lookups, too_many_void_lookups, include_loop, include_missing, lookup_error, revoked, weak_key, no_policy, unauthorized_destination.",
+		false, "domain", "record", "reason")
+	dnsHashFamily = newFamily("dmarc_dns_record_hash",
+		"A stable hash of the record's normalised text (exact in a float64); it changes when the record does. 0 when absent.",
+		false, "domain", "record")
+	dnsChangeFamily = newFamily("dmarc_dns_record_last_change_timestamp_seconds",
+		"When the record's text was last seen to change (a failed lookup is not a change).",
+		false, "domain", "record")
+	dnsLookupErrorsFamily = newFamily("dmarc_dns_lookup_errors_total",
+		"Failed lookups of a record, by rcode (servfail, refused, timeout, ...).",
+		true, "domain", "record", "rcode")
+	spfLookupsFamily = newFamily("dmarc_spf_dns_lookups",
+		"DNS lookups the domain's SPF record costs a receiver (RFC 7208 limit: 10).",
+		false, "domain")
+	spfVoidFamily = newFamily("dmarc_spf_void_lookups",
+		"Lookups of the domain's SPF record that find nothing (RFC 7208 limit: 2).",
+		false, "domain")
+	dkimBitsFamily = newFamily("dmarc_dkim_key_bits",
+		"Size of the DKIM key published for a selector; 0 when revoked or unreadable.",
+		false, "domain", "record")
+	dmarcPolicyFamily = newFamily("dmarc_dns_policy_info",
+		"The DMARC policy the domain publishes, as labels; always 1.",
+		false, "domain", "p", "sp", "np", "adkim", "aspf", "testing", "rua_domains")
+
+	families = []*family{dnsPresentFamily, dnsValidFamily, dnsErrorFamily, dnsHashFamily, dnsChangeFamily,
+		dnsLookupErrorsFamily, spfLookupsFamily, spfVoidFamily, dkimBitsFamily, dmarcPolicyFamily, lastReportFamily, intervalFamily, silentFamily, failuresFamily, failureDuplicatesFamily, tlsReportsFamily, tlsDuplicatesFamily,
 		tlsSessionsFamily, tlsFailedFamily, messagesFamily, reportsFamily, domainReportsFamily, duplicatesFamily, rejectedFamily,
 		invalidRecordsFamily, overridesFamily, lastEndFamily, anomaliesFamily, overflowFamily, dedupKeysFamily,
 		lastSaveFamily, saveErrorsFamily}
@@ -185,6 +217,7 @@ func (s *Store) visit(fn func(f *family, v float64, labelValues ...string)) {
 			}
 		}
 	}
+	s.visitDNS(fn, shown)
 	watches := s.watches(s.opts.Now(), shown)
 	for _, w := range watches {
 		fn(lastReportFamily, float64(w.last), w.domain, w.reporter)

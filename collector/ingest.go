@@ -56,6 +56,7 @@ type parsedReport struct {
 	messages     map[comboKey]uint64
 	overrides    map[string]uint64
 	invalid      uint64
+	selectors    map[string]struct{} // DKIM selectors of the policy domain's signatures
 }
 
 // parsedFile is every report of one input.
@@ -96,6 +97,7 @@ func parseFile(r io.Reader, lim report.Limits, labelLength int) (*parsedFile, er
 			end:          hdr.Metadata.End,
 			messages:     map[comboKey]uint64{},
 			overrides:    map[string]uint64{},
+			selectors:    map[string]struct{}{},
 		}
 		p.id = dedupKey(reporterIdentity(hdr.Metadata.Email, hdr.Metadata.OrgName), hdr.Metadata.ReportID, p.begin, p.end, p.policyDomain)
 		for rec, err := range dec.All() {
@@ -109,6 +111,11 @@ func parseFile(r io.Reader, lim report.Limits, labelLength int) (*parsedFile, er
 			p.messages[combo(rec)] += rec.Count
 			for _, reason := range overrideReasons(rec) {
 				p.overrides[reason] += rec.Count
+			}
+			for _, d := range rec.DKIMResults {
+				if d.Domain == p.policyDomain && d.Selector != "" && len(p.selectors) < maxSelectors && validSelector(d.Selector) {
+					p.selectors[strings.ToLower(d.Selector)] = struct{}{}
+				}
 			}
 		}
 		out.aggregates = append(out.aggregates, p)
@@ -163,6 +170,20 @@ func overrideReasons(rec *report.Record) []string {
 		}
 	}
 	return out
+}
+
+// validSelector accepts DKIM selectors that are DNS labels (RFC 6376
+// §3.1): anything else from a hostile report is not looked up.
+func validSelector(s string) bool {
+	if len(s) == 0 || len(s) > 63 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 // reporterIdentity is the reporter as written (its address, else its
@@ -281,6 +302,9 @@ func (s *Store) stage(source string, p *parsedReport, now time.Time) {
 	st.LastReceived = max(st.LastReceived, now.Unix())
 	st.Ends = mergeEnds(st.Ends, []int64{end.Unix()})
 	s.pending.domains[domain]++
+	if len(s.opts.Domains) > 0 { // only configured domains are watched in DNS
+		addSelectors(s.pending.selectors, p.policyDomain, p.selectors)
+	}
 	for c, n := range p.messages {
 		k := msgKey{domain, reporter, s.in.get(c.disposition), s.in.get(c.dmarc), s.in.get(c.dkim), s.in.get(c.spf)}
 		s.pending.messages[k] += n

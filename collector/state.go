@@ -42,6 +42,22 @@ type reporterStats struct {
 	Long   uint64 `json:"long"`
 }
 
+// maxSelectors bounds the DKIM selectors learned per domain from reports.
+const maxSelectors = 10
+
+func addSelectors(m map[string]map[string]struct{}, domain string, sels map[string]struct{}) {
+	set := m[domain]
+	if set == nil {
+		set = map[string]struct{}{}
+		m[domain] = set
+	}
+	for s := range sels {
+		if len(set) < maxSelectors {
+			set[s] = struct{}{}
+		}
+	}
+}
+
 // maxEnds bounds the report ends kept per reporter.
 const maxEnds = 16
 
@@ -85,6 +101,9 @@ type counters struct {
 	failureReporters map[reporterKey]*kindStats
 	failures         map[failureKey]uint64
 	samples          []Sample // redacted failure reports, oldest first
+
+	dns       map[dnsKey]*dnsRecord          // as observed; a batch holds replacements
+	selectors map[string]map[string]struct{} // DKIM selectors seen in reports, per domain
 }
 
 func newCounters() *counters {
@@ -103,6 +122,8 @@ func newCounters() *counters {
 		tlsFailed:        map[tlsKey]uint64{},
 		failureReporters: map[reporterKey]*kindStats{},
 		failures:         map[failureKey]uint64{},
+		dns:              map[dnsKey]*dnsRecord{},
+		selectors:        map[string]map[string]struct{}{},
 	}
 }
 
@@ -110,7 +131,8 @@ func (c *counters) empty() bool {
 	return len(c.messages) == 0 && len(c.reporters) == 0 && len(c.overrides) == 0 && len(c.domains) == 0 &&
 		len(c.rejected) == 0 && len(c.overflow) == 0 && len(c.dedup) == 0 && len(c.files) == 0 &&
 		len(c.tlsReporters) == 0 && len(c.tlsSessions) == 0 && len(c.tlsFailed) == 0 &&
-		len(c.failureReporters) == 0 && len(c.failures) == 0 && len(c.samples) == 0
+		len(c.failureReporters) == 0 && len(c.failures) == 0 && len(c.samples) == 0 &&
+		len(c.dns) == 0 && len(c.selectors) == 0
 }
 
 func (c *counters) reporter(k reporterKey) *reporterStats {
@@ -147,6 +169,12 @@ func (c *counters) merge(b *counters, maxSamples int) {
 	}
 	for k, v := range b.failures {
 		c.failures[k] += v
+	}
+	for k, v := range b.dns {
+		c.dns[k] = v.clone()
+	}
+	for d, sels := range b.selectors {
+		addSelectors(c.selectors, d, sels)
 	}
 	c.samples = append(c.samples, b.samples...)
 	if over := len(c.samples) - maxSamples; over > 0 {
@@ -208,6 +236,15 @@ type stateFile struct {
 	FailureReporters []kindJSON    `json:"failure_reporters,omitempty"`
 	Failures         []failureJSON `json:"failures,omitempty"`
 	Samples          []Sample      `json:"failure_samples,omitempty"`
+
+	DNS       []dnsJSON           `json:"dns,omitempty"`
+	Selectors map[string][]string `json:"dkim_selectors,omitempty"`
+}
+
+type dnsJSON struct {
+	Domain string `json:"domain"`
+	Record string `json:"record"`
+	dnsRecord
 }
 
 type kindJSON struct {
@@ -296,6 +333,15 @@ func (c *counters) toFile() *stateFile {
 		f.Failures = append(f.Failures, failureJSON{k.domain, k.reporter, k.authFailure, k.deliveryResult, v})
 	}
 	f.Samples = slices.Clone(c.samples)
+	for k, v := range c.dns {
+		f.DNS = append(f.DNS, dnsJSON{k.domain, k.record, *v.clone()})
+	}
+	f.Selectors = map[string][]string{}
+	for d, sels := range c.selectors {
+		for s := range sels {
+			f.Selectors[d] = append(f.Selectors[d], s)
+		}
+	}
 	return f
 }
 
@@ -348,6 +394,20 @@ func fromFile(f *stateFile, in *interner) *counters {
 		c.failures[failureKey{in.get(x.Domain), in.get(x.Reporter), in.get(x.AuthFailure), in.get(x.DeliveryResult)}] = x.Value
 	}
 	c.samples = f.Samples
+	for _, d := range f.DNS {
+		rec := d.dnsRecord
+		if rec.Errors == nil {
+			rec.Errors = map[string]uint64{}
+		}
+		c.dns[dnsKey{in.get(d.Domain), in.get(d.Record)}] = &rec
+	}
+	for d, sels := range f.Selectors {
+		set := map[string]struct{}{}
+		for _, s := range sels {
+			set[s] = struct{}{}
+		}
+		addSelectors(c.selectors, d, set)
+	}
 	return c
 }
 

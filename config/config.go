@@ -35,6 +35,18 @@ type Config struct {
 	// writes them: google.com, microsoft.com, ...) that the watchdog
 	// watches even before their first report.
 	ExpectedReporters map[string][]string `yaml:"expected_reporters"`
+	DNS               DNS                 `yaml:"dns"`
+}
+
+// DNS configures the DNS record monitor, which watches the records of the
+// configured domains (it is off when no domain is configured).
+type DNS struct {
+	// Interval between two lookups of each record (default 1h); 0 turns
+	// the monitor off.
+	Interval *Duration `yaml:"interval"`
+	// DKIMSelectors lists, per domain, selectors to watch besides those
+	// seen in the domain's reports.
+	DKIMSelectors map[string][]string `yaml:"dkim_selectors"`
 }
 
 // Directory is a directory source: every file below Path is read once.
@@ -104,6 +116,7 @@ const (
 	DefaultLabelLength        = 64
 	DefaultDedupRetention     = Duration(800 * 24 * time.Hour)
 	MaxFailureSamples         = 1000
+	DefaultDNSInterval        = Duration(time.Hour)
 )
 
 // Default returns a configuration with every default set and no sources.
@@ -122,6 +135,10 @@ func (c *Config) setDefaults() {
 	}
 	if c.Limits.LabelLength == 0 {
 		c.Limits.LabelLength = DefaultLabelLength
+	}
+	if c.DNS.Interval == nil {
+		d := DefaultDNSInterval
+		c.DNS.Interval = &d
 	}
 	if c.State.DedupRetention == 0 {
 		c.State.DedupRetention = DefaultDedupRetention
@@ -227,6 +244,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("limits.label_length must be at least 16")
 	case time.Duration(c.State.DedupRetention) < 24*time.Hour:
 		return fmt.Errorf("state.dedup_retention must be at least 1d")
+	case *c.DNS.Interval != 0 && time.Duration(*c.DNS.Interval) < time.Minute:
+		return fmt.Errorf("dns.interval must be 0 (off) or at least 1m")
 	case c.FailureSamples < 0 || c.FailureSamples > MaxFailureSamples:
 		return fmt.Errorf("failure_samples must be between 0 and %d", MaxFailureSamples)
 	}

@@ -63,3 +63,37 @@ func TestCheckSPF(t *testing.T) {
 		}
 	}
 }
+
+func TestObserve(t *testing.T) {
+	r := testResolver(t)
+	for _, tt := range []struct {
+		kind, selector string
+		present, valid bool
+		problem        string
+		bits           int
+	}{
+		{KindDKIM, "s2048", true, true, "", 2048},
+		{KindDKIM, "old", true, false, "revoked", 0},
+		{KindDKIM, "bad", true, false, "syntax", 0},
+		{KindDKIM, "nosuch", false, false, "missing", 0},
+		{KindMTASTS, "", true, true, "", 0},
+		{KindTLSRPT, "", true, true, "", 0},
+		{KindBIMI, "", false, false, "", 0},
+		{KindDMARC, "", true, true, "", 0},
+		{KindSPF, "", true, true, "", 0},
+	} {
+		o := Observe(context.Background(), r, "good.example.test", tt.kind, tt.selector)
+		bits := 0
+		if o.DKIM != nil {
+			bits = o.DKIM.Bits
+		}
+		if o.Err != nil || (len(o.Texts) > 0) != tt.present || o.Valid != tt.valid || o.Problem != tt.problem || bits != tt.bits {
+			t.Errorf("%s %s: present %v valid %v problem %q bits %d err %v; want %v %v %q %d",
+				tt.kind, tt.selector, len(o.Texts) > 0, o.Valid, o.Problem, bits, o.Err, tt.present, tt.valid, tt.problem, tt.bits)
+		}
+	}
+	o := Observe(context.Background(), r, "x.servfail.test", KindDMARC, "")
+	if o.Err == nil || o.Rcode != "servfail" {
+		t.Errorf("SERVFAIL: err %v rcode %q", o.Err, o.Rcode)
+	}
+}

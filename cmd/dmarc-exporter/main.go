@@ -43,7 +43,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case check.cmd.FullCommand():
 		return check.run(*resolvers, stdout, stderr)
 	case serve.cmd.FullCommand():
-		return serve.run(stdout, stderr)
+		return serve.run(*resolvers, stdout, stderr)
 	}
 	return 0
 }

@@ -25,6 +25,7 @@ import (
 
 	"github.com/dmarc-exporter/dmarc-exporter/collector"
 	"github.com/dmarc-exporter/dmarc-exporter/config"
+	"github.com/dmarc-exporter/dmarc-exporter/dnsmon"
 	"github.com/dmarc-exporter/dmarc-exporter/report"
 	"github.com/dmarc-exporter/dmarc-exporter/source"
 )
@@ -83,7 +84,7 @@ func (c *serveCmd) loadConfig() (*config.Config, error) {
 	return cfg, nil
 }
 
-func (c *serveCmd) run(stdout, stderr io.Writer) int {
+func (c *serveCmd) run(resolvers []string, stdout, stderr io.Writer) int {
 	logger := promslog.New(c.logConfig)
 	cfg, err := c.loadConfig()
 	if *c.configCheck {
@@ -136,7 +137,11 @@ func (c *serveCmd) run(stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	sources := &sourceRunner{store: store, metrics: source.NewMetrics(reg), log: logger}
+	resolver, err := newResolver(resolvers)
+	if err != nil {
+		logger.Warn("no DNS resolver: the DNS monitor is off", "err", err)
+	}
+	sources := &sourceRunner{store: store, metrics: source.NewMetrics(reg), log: logger, resolver: resolver}
 	sources.start(ctx, cfg)
 
 	var reloadMu sync.Mutex
@@ -168,6 +173,7 @@ func (c *serveCmd) run(stdout, stderr io.Writer) int {
 	mux := http.NewServeMux()
 	mux.Handle(*c.telemetryPath, collector.Handler(reg, store, logger))
 	mux.Handle("/failure-samples", collector.SamplesHandler(store))
+	mux.Handle("/dns-timeline", collector.TimelineHandler(store))
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "Healthy") })
 	mux.HandleFunc("/-/ready", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "Ready") })
 	mux.HandleFunc("/-/reload", func(w http.ResponseWriter, r *http.Request) {
@@ -190,6 +196,7 @@ func (c *serveCmd) run(stdout, stderr io.Writer) int {
 			Links: []web.LandingLinks{
 				{Address: *c.telemetryPath, Text: "Metrics"},
 				{Address: "/failure-samples", Text: "Failure report samples", Description: "recent failure reports, redacted (JSON; empty unless failure_samples is set)"},
+				{Address: "/dns-timeline", Text: "DNS timeline", Description: "every change of the watched DNS records (JSON)"},
 				{Address: "/-/healthy", Text: "Health"},
 			},
 		})
@@ -225,9 +232,10 @@ func (c *serveCmd) run(stdout, stderr io.Writer) int {
 // sourceRunner runs the sources of the current configuration; start
 // replaces those of the previous one.
 type sourceRunner struct {
-	store   *collector.Store
-	metrics *source.Metrics
-	log     *slog.Logger
+	store    *collector.Store
+	metrics  *source.Metrics
+	log      *slog.Logger
+	resolver *dnsmon.Resolver // nil: no DNS monitor
 
 	mu     sync.Mutex
 	cancel context.CancelFunc
@@ -239,6 +247,15 @@ func (r *sourceRunner) start(ctx context.Context, cfg *config.Config) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	ctx, r.cancel = context.WithCancel(ctx)
+	if r.resolver != nil && len(cfg.Domains) > 0 && *cfg.DNS.Interval > 0 {
+		mon := &dnsmon.Monitor{Resolver: r.resolver, Sink: r.store, Domains: cfg.Domains,
+			Selectors: cfg.DNS.DKIMSelectors, Interval: time.Duration(*cfg.DNS.Interval), Log: r.log}
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			mon.Run(ctx)
+		}()
+	}
 	for _, d := range cfg.Directories {
 		dir := source.NewDir(d, r.store, r.metrics, r.log)
 		r.wg.Add(1)

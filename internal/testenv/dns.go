@@ -18,6 +18,7 @@ import (
 type DNSServer struct {
 	mu      sync.Mutex
 	records map[string][]dns.RR // by lower-cased owner name
+	failing map[string]bool     // names answered with SERVFAIL
 	srv     *dns.Server
 	Addr    string
 }
@@ -26,7 +27,7 @@ type DNSServer struct {
 // ends.
 func StartDNS(t testing.TB, zoneFile string) *DNSServer {
 	t.Helper()
-	s := &DNSServer{records: map[string][]dns.RR{}}
+	s := &DNSServer{records: map[string][]dns.RR{}, failing: map[string]bool{}}
 	f, err := os.Open(zoneFile)
 	if err != nil {
 		t.Fatal(err)
@@ -75,6 +76,13 @@ func (s *DNSServer) Set(t testing.TB, name string, rrs ...string) {
 	}
 }
 
+// Fail makes the server answer SERVFAIL for name, or stop doing so.
+func (s *DNSServer) Fail(name string, on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failing[strings.ToLower(dns.Fqdn(name))] = on
+}
+
 func (s *DNSServer) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	m := new(dns.Msg)
 	m.SetReply(req)
@@ -83,9 +91,10 @@ func (s *DNSServer) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	name := strings.ToLower(q.Name)
 	s.mu.Lock()
 	rrs, ok := s.records[name]
+	failing := s.failing[name]
 	s.mu.Unlock()
 	switch {
-	case strings.HasSuffix(name, "servfail.test."):
+	case failing || strings.HasSuffix(name, "servfail.test."):
 		m.Rcode = dns.RcodeServerFailure
 	case !ok:
 		m.Rcode = dns.RcodeNameError

@@ -1,0 +1,202 @@
+package dnsmon
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"hash/fnv"
+	"slices"
+	"strings"
+
+	"github.com/miekg/dns"
+)
+
+// Record kinds watched per domain, with the name they live at and the
+// prefix that tells them from other TXT records there.
+const (
+	KindDMARC  = "dmarc"
+	KindSPF    = "spf"
+	KindDKIM   = "dkim"
+	KindMTASTS = "mta-sts"
+	KindTLSRPT = "tlsrpt"
+	KindBIMI   = "bimi"
+)
+
+// Observation is one lookup of one record of a domain.
+type Observation struct {
+	Domain string
+	Kind   string
+	// Selector is the DKIM selector, for KindDKIM.
+	Selector string
+	// Texts are the matching TXT records, normalised (trimmed) and sorted.
+	Texts []string
+	// Err is set when the lookup failed (SERVFAIL, timeout): nothing is
+	// known, which is not a change. Rcode names it for a metric.
+	Err   error
+	Rcode string
+	// Valid and Problem judge the record; Problem is a fixed code.
+	Valid   bool
+	Problem string
+	// Extra holds what the record's gauges need (SPF lookups, DKIM key).
+	SPF   *SPFResult
+	DKIM  *DKIMKey
+	DMARC *DMARCRecord
+}
+
+// Name is the record's name in metrics: the kind, or "dkim:<selector>".
+func (o *Observation) Name() string {
+	if o.Kind == KindDKIM {
+		return KindDKIM + ":" + o.Selector
+	}
+	return o.Kind
+}
+
+// Hash is a stable hash of the record set, below 2^53 so that a float64
+// gauge holds it exactly; 0 when there is no record.
+func (o *Observation) Hash() float64 {
+	if len(o.Texts) == 0 {
+		return 0
+	}
+	h := fnv.New64a()
+	for _, t := range o.Texts {
+		h.Write([]byte(t))
+		h.Write([]byte{0})
+	}
+	return float64(h.Sum64() & (1<<53 - 1))
+}
+
+// Observe looks up and judges one record of domain.
+func Observe(ctx context.Context, r *Resolver, domain, kind, selector string) *Observation {
+	o := &Observation{Domain: domain, Kind: kind, Selector: selector}
+	var name, prefix string
+	switch kind {
+	case KindDMARC:
+		name, prefix = "_dmarc."+domain, "v=DMARC1"
+	case KindSPF:
+		name, prefix = domain, "v=spf1"
+	case KindDKIM:
+		name, prefix = selector+"._domainkey."+domain, ""
+	case KindMTASTS:
+		name, prefix = "_mta-sts."+domain, "v=STSv1"
+	case KindTLSRPT:
+		name, prefix = "_smtp._tls."+domain, "v=TLSRPTv1"
+	case KindBIMI:
+		name, prefix = "default._bimi."+domain, "v=BIMI1"
+	}
+	txts, err := r.TXT(ctx, name)
+	if err != nil {
+		o.Err, o.Rcode = err, "timeout"
+		var re *RcodeError
+		if errors.As(err, &re) {
+			o.Rcode = strings.ToLower(dns.RcodeToString[re.Rcode])
+		}
+		return o
+	}
+	for _, t := range txts {
+		t = strings.TrimSpace(t)
+		if prefix == "" || strings.HasPrefix(strings.ToLower(t), strings.ToLower(prefix)) {
+			o.Texts = append(o.Texts, t)
+		}
+	}
+	slices.Sort(o.Texts)
+	o.judge(ctx, r)
+	return o
+}
+
+// judge sets Valid and Problem.
+func (o *Observation) judge(ctx context.Context, r *Resolver) {
+	switch {
+	case len(o.Texts) == 0:
+		// Only DMARC and SPF must exist; the others are optional, and
+		// their absence is no error (still not present, not valid).
+		if o.Kind == KindDMARC || o.Kind == KindSPF || o.Kind == KindDKIM {
+			o.Problem = "missing"
+		}
+		return
+	case len(o.Texts) > 1 && o.Kind != KindDKIM:
+		o.Problem = "multiple_records"
+		return
+	}
+	switch o.Kind {
+	case KindDMARC:
+		rec, fs := parseDMARC(o.Domain, o.Texts[0])
+		o.DMARC = rec
+		o.Valid = rec != nil
+		for _, f := range fs {
+			if f.Severity == SeverityError {
+				o.Valid, o.Problem = false, f.Code
+				break
+			}
+		}
+	case KindSPF:
+		o.SPF, _ = CheckSPF(ctx, r, o.Domain)
+		o.Valid, o.Problem = o.SPF.Problem == "", o.SPF.Problem
+	case KindDKIM:
+		o.DKIM = parseDKIM(o.Texts[0])
+		o.Valid, o.Problem = o.DKIM.Problem == "", o.DKIM.Problem
+	default:
+		o.Valid = true // present, with its version tag
+	}
+}
+
+// DKIMKey is what a DKIM key record (RFC 6376 §3.6.1) says of its key.
+type DKIMKey struct {
+	Type    string // rsa, ed25519
+	Bits    int
+	Revoked bool   // empty p=
+	Problem string // "", revoked, syntax, weak_key
+}
+
+func parseDKIM(raw string) *DKIMKey {
+	k := &DKIMKey{Type: "rsa"}
+	var p string
+	sawP := false
+	for _, tag := range strings.Split(raw, ";") {
+		name, v, ok := strings.Cut(strings.TrimSpace(tag), "=")
+		if !ok {
+			continue
+		}
+		v = strings.Join(strings.Fields(v), "")
+		switch strings.ToLower(strings.TrimSpace(name)) {
+		case "k":
+			k.Type = strings.ToLower(v)
+		case "p":
+			p, sawP = v, true
+		}
+	}
+	switch {
+	case !sawP:
+		k.Problem = "syntax"
+	case p == "":
+		k.Revoked, k.Problem = true, "revoked"
+	default:
+		der, err := base64.StdEncoding.DecodeString(p)
+		if err != nil {
+			k.Problem = "syntax"
+			break
+		}
+		switch k.Type {
+		case "ed25519":
+			k.Bits = 8 * len(der)
+		default:
+			pub, err := x509.ParsePKIXPublicKey(der)
+			if err != nil {
+				// Some publish the PKCS#1 form.
+				if rsaKey, err2 := x509.ParsePKCS1PublicKey(der); err2 == nil {
+					k.Bits = rsaKey.N.BitLen()
+					break
+				}
+				k.Problem = "syntax"
+				break
+			}
+			if bl, ok := pub.(interface{ Size() int }); ok {
+				k.Bits = 8 * bl.Size()
+			}
+			if k.Bits > 0 && k.Bits < 1024 {
+				k.Problem = "weak_key" // RFC 8301: at least 1024 bits
+			}
+		}
+	}
+	return k
+}
