@@ -52,10 +52,11 @@ func (s *Store) stageTLS(source string, r *report.TLSReport, now time.Time, labe
 	name := ReporterName(r.ContactInfo, r.OrganizationName, labelLength)
 	dup := s.seenID(dedupKey("smtp_tls:"+reporterIdentity(r.ContactInfo, r.OrganizationName), r.ReportID, r.Begin, r.End, ""), now)
 	counted := map[reporterKey]bool{}
+	unmonitored := false
 	for _, p := range r.Policies {
 		domain, ok := s.domainLabel(p.Domain)
 		if !ok {
-			s.pending.rejected[rejectKey{source, RejectDomainNotMonitored}]++
+			unmonitored = true
 			continue
 		}
 		rk := reporterKey{domain, s.reporterLabel(domain, name)}
@@ -77,6 +78,10 @@ func (s *Store) stageTLS(source string, r *report.TLSReport, now time.Time, labe
 		for _, f := range p.Failures {
 			s.pending.tlsFailed[tlsKey{rk.domain, rk.reporter, pt, s.in.get(string(f.ResultType))}] += f.FailedSessions
 		}
+	}
+	if unmonitored && !dup && len(counted) == 0 {
+		// Counted once per report, and only when nothing of it was counted.
+		s.pending.rejected[rejectKey{source, RejectDomainNotMonitored}]++
 	}
 }
 

@@ -131,6 +131,10 @@ func (s *Store) SetConfig(domains, sources []string, limits config.Limits, dedup
 	defer s.mu.Unlock()
 	s.opts.ExpectedReporters = expected
 	s.opts.FailureSamples = failureSamples
+	if over := len(s.live.samples) - failureSamples; over > 0 {
+		s.live.samples = slices.Delete(slices.Clone(s.live.samples), 0, over)
+		s.dirty = true
+	}
 	s.opts.Domains = slices.Clone(domains)
 	s.opts.Sources = slices.Clone(sources)
 	s.opts.Limits = limits

@@ -9,7 +9,8 @@ import (
 // UvA DMARC aggregation study): a reporter that used to send reports for a
 // domain and stopped. Each (domain, reporter) learns its usual interval from
 // the date ranges of its latest reports, and is silent when no report has
-// arrived for longer than max(2 × interval, 48 h). Reporters listed as
+// arrived for longer than max(2 × interval, 48 h); a reporter is watched
+// from its third report on. Reporters listed as
 // expected in the configuration but never seen are silent once the state is
 // older than that grace period.
 
@@ -18,7 +19,13 @@ const (
 	// default ri=86400.
 	defaultInterval = 24 * time.Hour
 	minSilence      = 48 * time.Hour
+	minWatched      = 3
 )
+
+// expected reports whether k is listed in expected_reporters. s.mu is held.
+func (s *Store) expected(k reporterKey) bool {
+	return slices.Contains(s.opts.ExpectedReporters[k.domain], k.reporter)
+}
 
 // expectedInterval is the median gap between consecutive report ends,
 // clamped to [1h, 30d].
@@ -48,7 +55,9 @@ func (s *Store) watches(now time.Time, shown func(string) bool) []watch {
 	var out []watch
 	seen := map[reporterKey]bool{}
 	for k, r := range s.live.reporters {
-		if !shown(k.domain) || k.reporter == otherLabel || r.Reports == 0 {
+		// A reporter is watched once it sent minWatched reports: one
+		// report is no habit (a backlog import brings many such).
+		if !shown(k.domain) || k.reporter == otherLabel || len(r.Ends) < minWatched && !s.expected(k) {
 			continue
 		}
 		last := r.LastReceived

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -218,7 +219,9 @@ func (c *Config) validate() error {
 			if !validDomain(r) {
 				return fmt.Errorf("expected_reporters: %s: %q is not a reporter name (a domain such as google.com)", domain, r)
 			}
-			expected[d] = append(expected[d], r)
+			if !slices.Contains(expected[d], r) { // listed twice, or under two spellings of the domain
+				expected[d] = append(expected[d], r)
+			}
 		}
 	}
 	c.ExpectedReporters = expected

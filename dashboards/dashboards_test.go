@@ -23,8 +23,14 @@ import (
 )
 
 type dashboard struct {
-	UID        string `json:"uid"`
-	Title      string `json:"title"`
+	UID         string `json:"uid"`
+	Title       string `json:"title"`
+	Annotations struct {
+		List []struct {
+			Name string `json:"name"`
+			Expr string `json:"expr"`
+		} `json:"list"`
+	} `json:"annotations"`
 	Templating struct {
 		List []struct {
 			Name string `json:"name"`
@@ -109,9 +115,27 @@ var metricRE = regexp.MustCompile(`\b((?:dmarc_|smtp_tls_|domain:)[a-zA-Z0-9_:]*
 // TestDashboardsQueryServedMetrics runs the real exporter on the test
 // reports and checks that every metric a dashboard names is served.
 func TestDashboardsQueryServedMetrics(t *testing.T) {
-	served := exporterMetrics(t)
+	// Once on every kind of test report, once on a domain whose DNS
+	// records a test server serves: the union is everything served.
+	var args []string
+	for _, kind := range []string{"aggregate", "email", "failure", "smtp_tls"} {
+		args = append(args, "--source.dir=../testdata/corpus/"+kind)
+	}
+	served := exporterMetrics(t, "dmarc_source_scans_total", 4, args...)
+	dnsServer := testenv.StartDNS(t, "../testdata/dns/zones.txt")
+	for name := range exporterMetrics(t, "dmarc_dns_record_hash", 4, "--source.dir=../testdata/derived",
+		"--domain=good.example.test", "--dns.resolver="+dnsServer.Addr) {
+		served[name] = true
+	}
 	recorded := recordingRules(t)
 	for f, d := range load(t) {
+		for _, a := range d.Annotations.List {
+			for _, m := range metricRE.FindAllString(a.Expr, -1) {
+				if !served[m] && !recorded[m] {
+					t.Errorf("%s: annotation %q names %s, which the exporter does not serve", f, a.Name, m)
+				}
+			}
+		}
 		for _, p := range d.Panels {
 			for _, q := range p.Targets {
 				for _, m := range metricRE.FindAllString(q.Expr, -1) {
@@ -134,9 +158,10 @@ func recordingRules(t *testing.T) map[string]bool {
 	return out
 }
 
-// exporterMetrics builds and runs the exporter on every kind of test report
-// and returns the names of the metric families it serves.
-func exporterMetrics(t *testing.T) map[string]bool {
+// exporterMetrics builds and runs the exporter with args, waits until the
+// family waitFor has n series of value 1 or more, and returns the names of
+// the metric families it serves.
+func exporterMetrics(t *testing.T, waitFor string, n int, args ...string) map[string]bool {
 	t.Helper()
 	dir := t.TempDir()
 	bin, err := testenv.BuildExporter(dir, "../cmd/dmarc-exporter")
@@ -144,18 +169,14 @@ func exporterMetrics(t *testing.T) map[string]bool {
 		t.Fatal(err)
 	}
 	addr := testenv.FreeAddr(t)
-	args := []string{"--web.listen-address=" + addr, "--storage.path=" + dir}
-	for _, kind := range []string{"aggregate", "email", "failure", "smtp_tls"} {
-		args = append(args, "--source.dir=../testdata/corpus/"+kind)
-	}
-	cmd := exec.Command(bin, args...)
+	cmd := exec.Command(bin, append(args, "--web.listen-address="+addr, "--storage.path="+dir)...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatal("exporter did not finish its first scans")
+			t.Fatalf("exporter did not serve %d series of %s", n, waitFor)
 		}
 		resp, err := http.Get("http://" + addr + "/metrics")
 		if err != nil {
@@ -167,14 +188,13 @@ func exporterMetrics(t *testing.T) map[string]bool {
 		if err != nil {
 			t.Fatal(err)
 		}
-		scans := mfs["dmarc_source_scans_total"]
 		done := 0
-		for _, m := range scans.GetMetric() {
-			if m.GetCounter().GetValue() >= 1 {
+		for _, m := range mfs[waitFor].GetMetric() {
+			if m.GetCounter().GetValue() >= 1 || m.GetGauge().GetValue() >= 1 {
 				done++
 			}
 		}
-		if done < 4 {
+		if done < n {
 			continue
 		}
 		out := map[string]bool{}

@@ -216,8 +216,8 @@ scrape_configs:
 	}
 }
 
-// ageReporter rewrites the state so that a reporter's newest report was
-// received age ago, and returns its domain and reporter.
+// ageReporter rewrites the state so that a reporter sent daily reports, the
+// newest received age ago, and returns its domain and reporter.
 func ageReporter(t *testing.T, path, domain, reporter string, age time.Duration) [2]string {
 	t.Helper()
 	data, err := os.ReadFile(path)
@@ -232,7 +232,10 @@ func ageReporter(t *testing.T, path, domain, reporter string, age time.Duration)
 	for _, r := range state["reporters"].([]any) {
 		m := r.(map[string]any)
 		if m["domain"] == domain && m["reporter"] == reporter {
-			m["last_received"] = time.Now().Add(-age).Unix()
+			// A daily reporter (three reports, a day apart), last heard of age ago.
+			last := time.Now().Add(-age)
+			m["last_received"] = last.Unix()
+			m["ends"] = []int64{last.Add(-48 * time.Hour).Unix(), last.Add(-24 * time.Hour).Unix(), last.Unix()}
 			found = true
 		}
 	}
