@@ -397,3 +397,27 @@ func TestFailureSamples(t *testing.T) {
 		}
 	}
 }
+
+// TestFailureIdentity: two failure reports that differ only in their own
+// Message-ID are two reports; the same mail twice is one and a duplicate.
+func TestFailureIdentity(t *testing.T) {
+	mail := func(id string) []byte {
+		return []byte("From: abuse@163.com\r\nMessage-ID: <" + id + ">\r\nContent-Type: multipart/report; report-type=feedback-report; boundary=b\r\n\r\n" +
+			"--b\r\nContent-Type: text/plain\r\n\r\nreport\r\n" +
+			"--b\r\nContent-Type: message/feedback-report\r\n\r\nFeedback-Type: auth-failure\r\nAuth-Failure: dmarc\r\nSource-IP: 192.0.2.1\r\nReported-Domain: example.com\r\n\r\n" +
+			"--b--\r\n")
+	}
+	s := testStore(t, t.TempDir(), "example.com")
+	for i, id := range []string{"a@163.com", "b@163.com", "a@163.com"} {
+		if err := s.IngestFile("src", fmt.Sprint(i), "m", bytes.NewReader(mail(id))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	st := s.live.failureReporters[reporterKey{"example.com", "163.com"}]
+	if st == nil || st.Reports != 2 || st.Duplicates != 1 {
+		t.Fatalf("failure reports %+v, want 2 and 1 duplicate", st)
+	}
+}

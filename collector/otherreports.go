@@ -1,7 +1,6 @@
 package collector
 
 import (
-	"fmt"
 	"time"
 
 	"github.com/dmarc-exporter/dmarc-exporter/report"
@@ -94,10 +93,7 @@ func (s *Store) stageFailure(source string, f *report.FailureReport, now time.Ti
 	}
 	rk := reporterKey{domain, s.reporterLabel(domain, ReporterName(f.Reporter, "", labelLength))}
 	st := stats(s.pending.failureReporters, rk)
-	// Failure reports have no id: the fields that tell one failed message
-	// from another identify it.
-	id := dedupKey("failure:"+reporterIdentity(f.Reporter, ""), fmt.Sprint(f.Original.MessageID, "|", f.SourceIP, "|", f.ArrivalDate.Unix(), "|",
-		f.OriginalMailFrom, "|", f.OriginalRcptTo, "|", f.AuthFailure), time.Time{}, time.Time{}, f.Domain())
+	id := dedupKey("failure:"+reporterIdentity(f.Reporter, ""), f.Identity, time.Time{}, time.Time{}, f.Domain())
 	if s.seenID(id, now) {
 		st.Duplicates++
 		return

@@ -2,6 +2,8 @@ package report
 
 import (
 	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net/mail"
@@ -45,6 +47,10 @@ type FailureReport struct {
 	DeliveryResult    DeliveryResult  `json:"delivery_result"`
 	IdentityAlignment string          `json:"identity_alignment,omitempty"`
 	Original          OriginalHeaders `json:"original"`
+	// Identity tells one report from another: the report mail's
+	// Message-ID, else a hash of its feedback fields and the returned
+	// headers. Two deliveries of one report have the same Identity.
+	Identity string `json:"-"`
 }
 
 // OriginalHeaders are fields of the returned message.
@@ -65,10 +71,13 @@ func (f *FailureReport) Domain() string {
 	return addrDomain(f.Original.From)
 }
 
-// Redacted returns a copy without personal data: local parts of addresses
-// are replaced by "*", the subject and message id are dropped.
+// Redacted returns a copy without personal data: addresses keep only their
+// domain ("*@example.com"), display names and the subject and message id
+// are dropped; the reporter's address is redacted too, since a person may
+// forward a report.
 func (f *FailureReport) Redacted() *FailureReport {
 	r := *f
+	r.Reporter = redactAddr(f.Reporter)
 	r.OriginalMailFrom = redactAddr(f.OriginalMailFrom)
 	r.OriginalRcptTo = redactAddr(f.OriginalRcptTo)
 	r.DKIMIdentity = redactAddr(f.DKIMIdentity)
@@ -106,6 +115,7 @@ func ParseFailure(r io.Reader, lim Limits) (*FailureReport, error) {
 		return nil, fmt.Errorf("failure report: read mail: %w", err)
 	}
 	f := &FailureReport{Reporter: headerAddr(e.Header.Get("From"))}
+	reportID := strings.TrimSpace(e.Header.Get("Message-Id"))
 	var feedback, original textproto.Header
 	var sawFeedback, sawOriginal bool
 	parts := 0
@@ -186,6 +196,17 @@ func ParseFailure(r io.Reader, lim Limits) (*FailureReport, error) {
 		f.Original = OriginalHeaders{From: oget("From"), To: oget("To"), Subject: oget("Subject"),
 			MessageID: oget("Message-ID"), Date: oget("Date")}
 	}
+	if reportID != "" {
+		f.Identity = "message-id:" + truncate(reportID, 1024)
+	} else {
+		h := sha256.New()
+		for _, hdr := range []textproto.Header{feedback, original} {
+			for fields := hdr.Fields(); fields.Next(); {
+				fmt.Fprintf(h, "%s:%s\n", strings.ToLower(fields.Key()), fields.Value())
+			}
+		}
+		f.Identity = "fields:" + hex.EncodeToString(h.Sum(nil))
+	}
 	if f.Domain() == "" {
 		return nil, fmt.Errorf("failure report names no domain (no Reported-Domain, no From in the returned message): %w", ErrInvalid)
 	}
@@ -224,13 +245,43 @@ func addrDomain(s string) string {
 	return ""
 }
 
-// redactAddr keeps only the domain of an address.
+// redactAddr keeps only the domains of an address or address list:
+// "*@example.com", or "*" for what does not parse as addresses with a
+// domain name.
 func redactAddr(s string) string {
-	if s == "" {
+	if strings.TrimSpace(s) == "" {
 		return ""
 	}
-	if d := addrDomain(s); d != "" {
-		return "*@" + d
+	list, err := mail.ParseAddressList(s)
+	if err != nil {
+		// A bare address, as in Original-Mail-From.
+		a, err := mail.ParseAddress("<" + strings.Trim(strings.TrimSpace(s), "<>") + ">")
+		if err != nil {
+			return "*"
+		}
+		list = []*mail.Address{a}
 	}
-	return "*"
+	var out []string
+	for _, a := range list {
+		d := ""
+		if i := strings.LastIndexByte(a.Address, '@'); i >= 0 {
+			d = normDomain(a.Address[i+1:])
+		}
+		if d == "" || !isHostname(d) {
+			out = append(out, "*")
+			continue
+		}
+		out = append(out, "*@"+d)
+	}
+	return strings.Join(out, ", ")
+}
+
+// isHostname reports whether s is made of DNS label characters.
+func isHostname(s string) bool {
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return false
+		}
+	}
+	return strings.Contains(s, ".")
 }

@@ -22,22 +22,58 @@ func (w *walker) mail(p string, r io.Reader, depth int) error {
 	if err != nil {
 		return fmt.Errorf("%sread mail: %w", prefix(p), err)
 	}
+	if w.isFailureReport(raw, depth) {
+		// An ARF message (RFC 5965), or one that holds its part though it
+		// is not multipart/report (NetEase through Outlook): the whole
+		// mail is the report, and the returned original message may carry
+		// attachments, which must not be read as reports.
+		return w.document(p, KindFailure, bytes.NewReader(raw))
+	}
 	e, err := message.Read(bytes.NewReader(raw))
 	if err != nil && !benignMIME(err) {
 		return fmt.Errorf("%sread mail: %w", prefix(p), err)
 	}
-	err = w.entity(p, "", e, depth)
-	var found *failureFound
-	if errors.As(err, &found) {
-		return w.document(found.path, KindFailure, bytes.NewReader(raw))
-	}
-	return err
+	return w.entity(p, "", e, depth)
 }
 
-// failureFound unwinds the walk of a mail found to be a failure report.
-type failureFound struct{ path string }
-
-func (f *failureFound) Error() string { return "failure report" }
+// isFailureReport looks, before anything is walked, for what makes a mail
+// an ARF report: multipart/report with report-type=feedback-report, or a
+// message/feedback-report part anywhere but inside a returned message.
+func (w *walker) isFailureReport(raw []byte, depth int) bool {
+	e, err := message.Read(bytes.NewReader(raw))
+	if err != nil && !benignMIME(err) {
+		return false
+	}
+	parts := 0
+	var find func(e *message.Entity, depth int) bool
+	find = func(e *message.Entity, depth int) bool {
+		mediaType, params, _ := e.Header.ContentType()
+		switch {
+		case mediaType == "multipart/report" && strings.EqualFold(params["report-type"], "feedback-report"),
+			mediaType == "message/feedback-report":
+			return true
+		case depth > w.lim.MaxDepth:
+			return false
+		}
+		mr := e.MultipartReader()
+		if mr == nil {
+			return false
+		}
+		for {
+			part, err := mr.NextPart()
+			if err != nil && (part == nil || !benignMIME(err)) {
+				return false
+			}
+			if parts++; parts > w.lim.MaxMembers {
+				return false
+			}
+			if find(part, depth+1) {
+				return true
+			}
+		}
+	}
+	return find(e, depth)
+}
 
 // benignMIME is true for go-message's errors that still leave a readable
 // entity: an unknown charset (we never want the body converted; XML names
@@ -53,15 +89,7 @@ func (w *walker) entity(p, num string, e *message.Entity, depth int) error {
 	if depth > w.lim.MaxDepth {
 		return fmt.Errorf("%sMIME parts nested deeper than %d: %w", prefix(p), w.lim.MaxDepth, ErrLimit)
 	}
-	mediaType, params, _ := e.Header.ContentType()
-	if mediaType == "multipart/report" && strings.EqualFold(params["report-type"], "feedback-report") ||
-		mediaType == "message/feedback-report" {
-		// An ARF message (RFC 5965), or a part of one in a mail that is
-		// not multipart/report (NetEase through Outlook): the whole mail
-		// is the report, and the returned original message may carry
-		// attachments, which must not be read as reports.
-		return &failureFound{path: p}
-	}
+	mediaType, _, _ := e.Header.ContentType()
 	if mr := e.MultipartReader(); mr != nil {
 		return w.multipart(p, num, mr, depth)
 	}
