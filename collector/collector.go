@@ -150,10 +150,11 @@ func (s *Store) visit(fn func(f *family, v float64, labelValues ...string)) {
 		}
 	}
 	shown := func(domain string) bool { return monitored == nil || monitored[domain] }
+	now := s.opts.Now()
 
 	for k, v := range s.live.messages {
 		if shown(k.domain) {
-			fn(messagesFamily, float64(v), k.domain, k.reporter, k.disposition, k.dmarc, k.dkim, k.spf)
+			fn(messagesFamily, s.served(k, v, now), k.domain, k.reporter, k.disposition, k.dmarc, k.dkim, k.spf)
 		}
 	}
 	perReporter := []struct {
@@ -167,7 +168,7 @@ func (s *Store) visit(fn func(f *family, v float64, labelValues ...string)) {
 	for _, p := range perReporter {
 		for k, r := range s.live.reporters {
 			if shown(k.domain) {
-				fn(p.f, float64(p.value(r)), k.domain, k.reporter)
+				fn(p.f, s.served(k, p.value(r), now), k.domain, k.reporter)
 			}
 		}
 	}
@@ -187,10 +188,11 @@ func (s *Store) visit(fn func(f *family, v float64, labelValues ...string)) {
 		f          *family
 		m          map[reporterKey]*kindStats
 		duplicates bool
+		fresh      func(reporterKey) any
 	}{
-		{failureDuplicatesFamily, s.live.failureReporters, true},
-		{tlsReportsFamily, s.live.tlsReporters, false},
-		{tlsDuplicatesFamily, s.live.tlsReporters, true},
+		{failureDuplicatesFamily, s.live.failureReporters, true, func(k reporterKey) any { return freshFailReport(k) }},
+		{tlsReportsFamily, s.live.tlsReporters, false, func(k reporterKey) any { return freshTLSReporter(k) }},
+		{tlsDuplicatesFamily, s.live.tlsReporters, true, func(k reporterKey) any { return freshTLSReporter(k) }},
 	} {
 		for k, st := range p.m {
 			if shown(k.domain) {
@@ -198,27 +200,27 @@ func (s *Store) visit(fn func(f *family, v float64, labelValues ...string)) {
 				if p.duplicates {
 					v = st.Duplicates
 				}
-				fn(p.f, float64(v), k.domain, k.reporter)
+				fn(p.f, s.served(p.fresh(k), v, now), k.domain, k.reporter)
 			}
 		}
 	}
 	for k, v := range s.live.failures {
 		if shown(k.domain) {
-			fn(failuresFamily, float64(v), k.domain, k.reporter, k.authFailure, k.deliveryResult)
+			fn(failuresFamily, s.served(k, v, now), k.domain, k.reporter, k.authFailure, k.deliveryResult)
 		}
 	}
-	for _, p := range []struct {
-		f *family
-		m map[tlsKey]uint64
-	}{{tlsSessionsFamily, s.live.tlsSessions}, {tlsFailedFamily, s.live.tlsFailed}} {
-		for k, v := range p.m {
-			if shown(k.domain) {
-				fn(p.f, float64(v), k.domain, k.reporter, k.policyType, k.result)
-			}
+	for k, v := range s.live.tlsSessions {
+		if shown(k.domain) {
+			fn(tlsSessionsFamily, s.served(k, v, now), k.domain, k.reporter, k.policyType, k.result)
+		}
+	}
+	for k, v := range s.live.tlsFailed {
+		if shown(k.domain) {
+			fn(tlsFailedFamily, s.served(freshTLSFailed(k), v, now), k.domain, k.reporter, k.policyType, k.result)
 		}
 	}
 	s.visitDNS(fn, shown)
-	watches := s.watches(s.opts.Now(), shown)
+	watches := s.watches(now, shown)
 	for _, w := range watches {
 		fn(lastReportFamily, float64(w.last), w.domain, w.reporter)
 	}
@@ -234,19 +236,19 @@ func (s *Store) visit(fn func(f *family, v float64, labelValues ...string)) {
 	}
 	for k, v := range s.live.overrides {
 		if shown(k.domain) {
-			fn(overridesFamily, float64(v), k.domain, k.reporter, k.reason)
+			fn(overridesFamily, s.served(k, v, now), k.domain, k.reporter, k.reason)
 		}
 	}
 	if monitored == nil {
 		for d, v := range s.live.domains {
-			fn(domainReportsFamily, float64(v), d)
+			fn(domainReportsFamily, s.served(freshDomain(d), v, now), d)
 		}
 	}
 	for d := range monitored { // pre-created at 0
-		fn(domainReportsFamily, float64(s.live.domains[d]), d)
+		fn(domainReportsFamily, s.served(freshDomain(d), s.live.domains[d], now), d)
 	}
 	for k, v := range s.live.rejected {
-		fn(rejectedFamily, float64(v), k.source, k.reason)
+		fn(rejectedFamily, s.served(k, v, now), k.source, k.reason)
 	}
 	for _, src := range s.opts.Sources { // pre-created at 0
 		for _, reason := range RejectReasons {

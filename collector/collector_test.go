@@ -421,3 +421,45 @@ func TestFailureIdentity(t *testing.T) {
 		t.Fatalf("failure reports %+v, want 2 and 1 duplicate", st)
 	}
 }
+
+// TestNewSeriesServedAtZero: a new counter series shows 0 for the delay, so
+// that increase() sees its first report; an existing one grows at once.
+func TestNewSeriesServedAtZero(t *testing.T) {
+	s := testStore(t, t.TempDir(), "example.com")
+	s.opts.NewSeriesDelay = 2 * time.Minute
+	now := testNow
+	s.opts.Now = func() time.Time { return now }
+	reports := func() float64 {
+		var v float64
+		s.visit(func(f *family, x float64, lv ...string) {
+			if f == reportsFamily {
+				v = x
+			}
+		})
+		return v
+	}
+	ingest := func(id string) {
+		t.Helper()
+		if err := s.IngestFile("src", id, "m", bytes.NewReader(genReport("a@google.com", "example.com", id, testNow.Add(-48*time.Hour), 5))); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ingest("1")
+	for _, step := range []struct {
+		at   time.Duration
+		want float64
+	}{{0, 0}, {time.Minute, 0}, {2 * time.Minute, 1}} {
+		now = testNow.Add(step.at)
+		if got := reports(); got != step.want {
+			t.Errorf("at +%v: dmarc_reports_total %v, want %v", step.at, got, step.want)
+		}
+	}
+	now = testNow.Add(5 * time.Minute)
+	ingest("2")
+	if got := reports(); got != 2 {
+		t.Errorf("an existing series served %v after its second report, want 2", got)
+	}
+}

@@ -48,8 +48,11 @@ type Options struct {
 	// ExpectedReporters are, per domain, reporter labels the watchdog
 	// watches before they were ever seen.
 	ExpectedReporters map[string][]string
-	Now               func() time.Time
-	Logger            *slog.Logger
+	// NewSeriesDelay is how long a new counter series is served at 0
+	// (fresh.go); 0 serves values at once.
+	NewSeriesDelay time.Duration
+	Now            func() time.Time
+	Logger         *slog.Logger
 }
 
 // Store is the counted state: live counters served to Prometheus and a
@@ -62,9 +65,10 @@ type Store struct {
 	opts         Options
 	live         *counters
 	pending      *counters
-	committing   *counters // the batch being written by Commit, or nil
-	dirty        bool      // live differs from the state file
-	created      time.Time // when the state began
+	committing   *counters         // the batch being written by Commit, or nil
+	dirty        bool              // live differs from the state file
+	created      time.Time         // when the state began
+	fresh        map[any]time.Time // series made live lately: served at 0 (fresh.go)
 	in           *interner
 	reporterSets map[string]map[string]struct{} // domain -> reporters, live and pending
 
@@ -94,6 +98,7 @@ func Open(opts Options) (*Store, error) {
 		dirty:        true, // the first Commit writes the file
 		in:           newInterner(),
 		reporterSets: map[string]map[string]struct{}{},
+		fresh:        map[any]time.Time{},
 	}
 	live, created, err := loadState(s.path, s.in, opts.Now())
 	if err != nil {
@@ -173,6 +178,7 @@ func (s *Store) Commit() error {
 		s.saveErrors++
 		return fmt.Errorf("write state: %w", err)
 	}
+	s.markFresh(s.live, batch, s.opts.Now())
 	s.live = next
 	s.dirty = false
 	s.lastSave = s.opts.Now()

@@ -202,7 +202,7 @@ func TestExporterGolden(t *testing.T) {
 	agg, mail := filepath.Join(testdata, "corpus/aggregate"), filepath.Join(testdata, "corpus/email")
 	failure, tls := filepath.Join(testdata, "corpus/failure"), filepath.Join(testdata, "corpus/smtp_tls")
 	e := startExporter(t, "--source.dir="+agg, "--source.dir="+mail, "--source.dir="+failure, "--source.dir="+tls,
-		"--storage.path="+t.TempDir())
+		"--storage.path="+t.TempDir(), "--metrics.new-series-delay=0s")
 	e.waitScans(1, agg, mail, failure, tls)
 	mfs := e.families()
 	got := exposition(mfs, false)
@@ -347,7 +347,7 @@ func TestCrash(t *testing.T) {
 		files := copyTree(t, src, 8, corpus...)
 		cfg := filepath.Join(dir, "config.yml")
 		os.WriteFile(cfg, []byte(fmt.Sprintf("directories:\n  - name: src\n    path: %s\n    archive_dir: %s\n    invalid_dir: %s\n", src, archive, invalid)), 0o644)
-		args := []string{"--config.file=" + cfg, "--storage.path=" + state}
+		args := []string{"--config.file=" + cfg, "--storage.path=" + state, "--metrics.new-series-delay=0s"}
 		midIngest := 0
 		for i := range kills {
 			e := startExporter(t, args...)
@@ -440,8 +440,11 @@ func TestReload(t *testing.T) {
 	if gauge() != 0 {
 		t.Error("config_last_reload_successful not 0 after a bad reload")
 	}
-	if !strings.Contains(e.logs.String(), "line 2: field no_such_key not found") {
-		t.Errorf("the log does not say why the reload failed:\n%s", e.logs)
+	// The log reaches the test through a pipe: give it a moment.
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(e.logs.String(), "line 2: field no_such_key not found"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the log does not say why the reload failed:\n%s", e.logs)
+		}
 	}
 	if got := domains(); fmt.Sprint(got) != "[example.com]" {
 		t.Fatalf("domains %v after a bad reload", got)

@@ -36,15 +36,16 @@ const defaultListenAddress = ":10037"
 
 // serveCmd runs the exporter: the default command.
 type serveCmd struct {
-	cmd           *kingpin.CmdClause
-	configFile    *string
-	configCheck   *bool
-	sourceDirs    *[]string
-	domains       *[]string
-	storagePath   *string
-	telemetryPath *string
-	webFlags      *web.FlagConfig
-	logConfig     *promslog.Config
+	cmd            *kingpin.CmdClause
+	configFile     *string
+	configCheck    *bool
+	sourceDirs     *[]string
+	domains        *[]string
+	storagePath    *string
+	telemetryPath  *string
+	newSeriesDelay *time.Duration
+	webFlags       *web.FlagConfig
+	logConfig      *promslog.Config
 }
 
 func newServeCmd(app *kingpin.Application) *serveCmd {
@@ -55,6 +56,7 @@ func newServeCmd(app *kingpin.Application) *serveCmd {
 	c.domains = app.Flag("domain", "Count reports for this domain and its subdomains (repeatable), besides those of the configuration.").Strings()
 	c.storagePath = app.Flag("storage.path", "Directory of the state file.").Default("data").String()
 	c.telemetryPath = app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").String()
+	c.newSeriesDelay = app.Flag("metrics.new-series-delay", "Serve a new counter series at 0 this long before its value, so that increase() counts its first report; at least the scrape interval.").Default("2m").Duration()
 	c.webFlags = kingpinflag.AddFlags(app, defaultListenAddress)
 	c.logConfig = &promslog.Config{}
 	promslogflag.AddFlags(app, c.logConfig)
@@ -116,6 +118,7 @@ func (c *serveCmd) run(resolvers []string, stdout, stderr io.Writer) int {
 		ReportLimits:      report.DefaultLimits(),
 		FailureSamples:    cfg.FailureSamples,
 		ExpectedReporters: cfg.ExpectedReporters,
+		NewSeriesDelay:    *c.newSeriesDelay,
 		Logger:            logger,
 	})
 	if err != nil {
