@@ -21,6 +21,9 @@ func TestCheckDMARC(t *testing.T) {
 	}{
 		{"good.example.test", "ok:ok"},
 		{"nodmarc.example.test", "error:missing"},
+		{"sub.good.example.test", "ok:inherited"},
+		{"deep.a.b.c.d.e.f.g.good.example.test", "ok:inherited"},
+		{"sub.spdomain.example.test", "warning:inherited"},
 		{"twodmarc.example.test", "error:multiple_records"},
 		{"badtag.example.test", "error:syntax,error:syntax,warning:no_rua"},
 		{"extrua.example.test", "warning:policy_none,error:unauthorized_destination"},

@@ -139,7 +139,16 @@ func CheckDMARC(ctx context.Context, r *Resolver, domain string) (*DMARCRecord, 
 	}
 	switch len(records) {
 	case 0:
-		return nil, []Finding{find(SeverityError, "missing", "no DMARC record at _dmarc.%s", domain)}
+		rec, at, err := TreeWalk(ctx, r, domain)
+		if rec != nil && err == nil {
+			p := EffectivePolicy(rec, at, domain)
+			sev := SeverityOK
+			if p == "none" || p == "" {
+				sev = SeverityWarning
+			}
+			return rec, []Finding{find(sev, "inherited", "no record of its own: _dmarc.%s applies (RFC 9989 tree walk), policy %s", at, p)}
+		}
+		return nil, []Finding{find(SeverityError, "missing", "no DMARC record at _dmarc.%s, nor above it", domain)}
 	case 1:
 	default:
 		return nil, []Finding{find(SeverityError, "multiple_records", "%d DMARC records at _dmarc.%s: receivers use none of them", len(records), domain)}
@@ -148,6 +157,21 @@ func CheckDMARC(ctx context.Context, r *Resolver, domain string) (*DMARCRecord, 
 	if rec == nil {
 		return nil, out
 	}
+	out = append(out, checkDestinations(ctx, r, domain, rec)...)
+	if len(out) == 0 {
+		out = append(out, find(SeverityOK, "ok", "p=%s", rec.P))
+	}
+	return rec, out
+}
+
+// checkDestinations checks that the external rua and ruf destinations of a
+// record authorise reports for domain (RFC 9989 §3.6; RFC 7489 §7.1): an
+// unauthorised destination silently gets no reports.
+func checkDestinations(ctx context.Context, r *Resolver, domain string, rec *DMARCRecord) []Finding {
+	find := func(sev Severity, code, format string, args ...any) Finding {
+		return Finding{Domain: domain, Record: "dmarc", Severity: sev, Code: code, Message: fmt.Sprintf(format, args...)}
+	}
+	var out []Finding
 	for _, tag := range []struct {
 		name string
 		uris []string
@@ -177,10 +201,7 @@ func CheckDMARC(ctx context.Context, r *Resolver, domain string) (*DMARCRecord, 
 			}
 		}
 	}
-	if len(out) == 0 {
-		out = append(out, find(SeverityOK, "ok", "p=%s", rec.P))
-	}
-	return rec, out
+	return out
 }
 
 // mailtoHost returns the domain of a mailto: URI (with an optional size

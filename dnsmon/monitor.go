@@ -17,7 +17,9 @@ type Sink interface {
 }
 
 // Monitor polls every record of every domain, with a jittered interval so
-// that several exporters do not query in step.
+// that several exporters do not query in step. It is TTL-aware: a record
+// is asked again after max(Interval, its TTL), since a resolver answers
+// from its cache until the TTL runs out.
 type Monitor struct {
 	Resolver  *Resolver
 	Sink      Sink
@@ -25,6 +27,8 @@ type Monitor struct {
 	Selectors map[string][]string // configured DKIM selectors per domain
 	Interval  time.Duration
 	Log       *slog.Logger
+
+	due map[string]time.Time // next lookup per domain and record
 }
 
 // maxWatchedSelectors bounds the DKIM selectors watched per domain.
@@ -43,14 +47,28 @@ func (m *Monitor) Run(ctx context.Context) {
 	}
 }
 
-// Round observes every record once and saves.
+// Round observes every record that is due once and saves.
 func (m *Monitor) Round(ctx context.Context) {
+	if m.due == nil {
+		m.due = map[string]time.Time{}
+	}
+	observe := func(d, kind, sel string) {
+		key := d + "\x00" + kind + "\x00" + sel
+		now := time.Now()
+		if now.Before(m.due[key]) {
+			return
+		}
+		o := Observe(ctx, m.Resolver, d, kind, sel)
+		// Due a little early, so that a round's jitter does not skip it.
+		m.due[key] = now.Add(max(m.Interval, o.TTL) * 9 / 10)
+		m.Sink.ObserveDNS(o)
+	}
 	for _, d := range m.Domains {
 		for _, kind := range []string{KindDMARC, KindSPF, KindMTASTS, KindTLSRPT, KindBIMI} {
 			if ctx.Err() != nil {
 				return
 			}
-			m.Sink.ObserveDNS(Observe(ctx, m.Resolver, d, kind, ""))
+			observe(d, kind, "")
 		}
 		sels := slices.Clone(m.Selectors[d])
 		for _, s := range m.Sink.Selectors(d) {
@@ -62,7 +80,7 @@ func (m *Monitor) Round(ctx context.Context) {
 			sels = sels[:maxWatchedSelectors]
 		}
 		for _, s := range sels {
-			m.Sink.ObserveDNS(Observe(ctx, m.Resolver, d, KindDKIM, s))
+			observe(d, KindDKIM, s)
 		}
 	}
 	if err := m.Sink.Commit(); err != nil && m.Log != nil {

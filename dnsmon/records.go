@@ -8,6 +8,7 @@ import (
 	"hash/fnv"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/miekg/dns"
 )
@@ -42,6 +43,12 @@ type Observation struct {
 	SPF   *SPFResult
 	DKIM  *DKIMKey
 	DMARC *DMARCRecord
+	// Inherited is where the DMARC record that governs a domain without
+	// its own was found by the tree walk.
+	Inherited string
+	// TTL is the smallest TTL of the records: no resolver answers anew
+	// sooner, so the monitor does not ask sooner.
+	TTL time.Duration
 }
 
 // Name is the record's name in metrics: the kind, or "dkim:<selector>".
@@ -84,7 +91,8 @@ func Observe(ctx context.Context, r *Resolver, domain, kind, selector string) *O
 	case KindBIMI:
 		name, prefix = "default._bimi."+domain, "v=BIMI1"
 	}
-	txts, err := r.TXT(ctx, name)
+	txts, ttl, err := r.TXTTTL(ctx, name)
+	o.TTL = time.Duration(ttl) * time.Second
 	if err != nil {
 		o.Err, o.Rcode = err, "timeout"
 		var re *RcodeError
@@ -107,10 +115,20 @@ func Observe(ctx context.Context, r *Resolver, domain, kind, selector string) *O
 // judge sets Valid and Problem.
 func (o *Observation) judge(ctx context.Context, r *Resolver) {
 	switch {
+	case len(o.Texts) == 0 && o.Kind == KindDMARC:
+		// A subdomain without its own record is governed by an ancestor's.
+		if rec, at, err := TreeWalk(ctx, r, o.Domain); rec != nil && err == nil && at != o.Domain {
+			inherited := *rec
+			inherited.P = EffectivePolicy(rec, at, o.Domain)
+			o.DMARC, o.Inherited, o.Valid = &inherited, at, true
+			return
+		}
+		o.Problem = "missing"
+		return
 	case len(o.Texts) == 0:
-		// Only DMARC and SPF must exist; the others are optional, and
-		// their absence is no error (still not present, not valid).
-		if o.Kind == KindDMARC || o.Kind == KindSPF || o.Kind == KindDKIM {
+		// SPF and DKIM must exist; the others are optional, and their
+		// absence is no error (still not present, not valid).
+		if o.Kind == KindSPF || o.Kind == KindDKIM {
 			o.Problem = "missing"
 		}
 		return
@@ -123,6 +141,9 @@ func (o *Observation) judge(ctx context.Context, r *Resolver) {
 		rec, fs := parseDMARC(o.Domain, o.Texts[0])
 		o.DMARC = rec
 		o.Valid = rec != nil
+		if rec != nil {
+			fs = append(fs, checkDestinations(ctx, r, o.Domain, rec)...)
+		}
 		for _, f := range fs {
 			if f.Severity == SeverityError {
 				o.Valid, o.Problem = false, f.Code

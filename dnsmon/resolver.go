@@ -53,17 +53,27 @@ var ErrNoServer = errors.New("no resolver answered")
 // TXT returns the TXT records of name, each one's strings joined (RFC 7208
 // §3.3). A name that does not exist, or has no TXT record, gives none.
 func (r *Resolver) TXT(ctx context.Context, name string) ([]string, error) {
+	out, _, err := r.TXTTTL(ctx, name)
+	return out, err
+}
+
+// TXTTTL is TXT, with the smallest TTL of the records (0 for none).
+func (r *Resolver) TXTTTL(ctx context.Context, name string) ([]string, uint32, error) {
 	msg, err := r.query(ctx, name, dns.TypeTXT)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	var out []string
+	var ttl uint32
 	for _, rr := range msg.Answer {
 		if t, ok := rr.(*dns.TXT); ok {
 			out = append(out, strings.Join(t.Txt, ""))
+			if ttl == 0 || t.Hdr.Ttl < ttl {
+				ttl = t.Hdr.Ttl
+			}
 		}
 	}
-	return out, nil
+	return out, ttl, nil
 }
 
 // Exists reports whether name has records of type qtype; it is what SPF's
