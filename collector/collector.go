@@ -121,14 +121,20 @@ var (
 		"Lookups of the domain's SPF record that find nothing (RFC 7208 limit: 2).",
 		false, "domain")
 	dkimBitsFamily = newFamily("dmarc_dkim_key_bits",
-		"Size of the DKIM key published for a selector; 0 when revoked or unreadable.",
-		false, "domain", "record")
+		"Size of the DKIM key published for a selector (record dkim:<selector>), by key type (rsa, ed25519); 0 when revoked or unreadable.",
+		false, "domain", "record", "key_type")
 	dmarcPolicyFamily = newFamily("dmarc_dns_policy_info",
-		"The DMARC policy the domain publishes, as labels; always 1.",
-		false, "domain", "p", "sp", "np", "adkim", "aspf", "testing", "rua_domains")
+		"The DMARC policy that applies to the domain (its own record's, or an ancestor's by the tree walk), as labels; always 1.",
+		false, "domain", "p", "sp", "np", "adkim", "aspf", "testing", "rua_domains", "ruf_domains")
+	spfValidFamily = newFamily("dmarc_spf_valid",
+		"1 when the domain's SPF record is sound and within the RFC 7208 limits; dmarc_spf_error says why not.",
+		false, "domain")
+	spfErrorFamily = newFamily("dmarc_spf_error",
+		"1 for the reason the SPF record is not valid: missing, multiple_records, syntax, too_many_lookups, too_many_void_lookups, include_loop, include_missing, lookup_error.",
+		false, "domain", "reason")
 
 	families = []*family{dnsPresentFamily, dnsValidFamily, dnsErrorFamily, dnsHashFamily, dnsChangeFamily,
-		dnsLookupErrorsFamily, spfLookupsFamily, spfVoidFamily, dkimBitsFamily, dmarcPolicyFamily, lastReportFamily, intervalFamily, silentFamily, failuresFamily, failureDuplicatesFamily, tlsReportsFamily, tlsDuplicatesFamily,
+		dnsLookupErrorsFamily, spfLookupsFamily, spfVoidFamily, dkimBitsFamily, dmarcPolicyFamily, spfValidFamily, spfErrorFamily, lastReportFamily, intervalFamily, silentFamily, failuresFamily, failureDuplicatesFamily, tlsReportsFamily, tlsDuplicatesFamily,
 		tlsSessionsFamily, tlsFailedFamily, messagesFamily, reportsFamily, domainReportsFamily, duplicatesFamily, rejectedFamily,
 		invalidRecordsFamily, overridesFamily, lastEndFamily, anomaliesFamily, overflowFamily, dedupKeysFamily,
 		lastSaveFamily, saveErrorsFamily}

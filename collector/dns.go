@@ -37,6 +37,7 @@ type dnsRecord struct {
 	Lookups    int               `json:"spf_lookups,omitempty"`
 	Void       int               `json:"spf_void_lookups,omitempty"`
 	KeyBits    int               `json:"dkim_key_bits,omitempty"`
+	KeyType    string            `json:"dkim_key_type,omitempty"`
 	Policy     map[string]string `json:"dmarc_policy,omitempty"`
 }
 
@@ -91,23 +92,26 @@ func (s *Store) ObserveDNS(o *dnsmon.Observation) {
 		rec.Lookups, rec.Void = o.SPF.Lookups, o.SPF.VoidLookups
 	}
 	if o.DKIM != nil {
-		rec.KeyBits = o.DKIM.Bits
+		rec.KeyBits, rec.KeyType = o.DKIM.Bits, o.DKIM.Type
 	}
 	rec.Policy = nil
 	if d := o.DMARC; d != nil {
-		var rua []string
-		for _, u := range d.RUA {
-			u, _, _ = strings.Cut(u, "!") // a size limit: mailto:a@b.example!10m
-			if i := strings.LastIndexByte(u, '@'); i >= 0 {
-				rua = append(rua, strings.ToLower(u[i+1:]))
+		hosts := func(uris []string) string {
+			var out []string
+			for _, u := range uris {
+				u, _, _ = strings.Cut(u, "!") // a size limit: mailto:a@b.example!10m
+				if i := strings.LastIndexByte(u, '@'); i >= 0 {
+					out = append(out, strings.ToLower(u[i+1:]))
+				}
 			}
+			return truncateLabel(strings.Join(out, ","), 200)
 		}
 		testing := "n"
 		if d.Testing {
 			testing = "y"
 		}
 		rec.Policy = map[string]string{"p": d.P, "sp": d.SP, "np": d.NP, "adkim": d.ADKIM, "aspf": d.ASPF,
-			"testing": testing, "rua_domains": truncateLabel(strings.Join(rua, ","), 200)}
+			"testing": testing, "rua_domains": hosts(d.RUA), "ruf_domains": hosts(d.RUF)}
 	}
 }
 
@@ -156,14 +160,35 @@ func (s *Store) visitDNS(fn func(f *family, v float64, labelValues ...string), s
 	})
 	each(func(k dnsKey, r *dnsRecord) {
 		if strings.HasPrefix(k.record, dnsmon.KindDKIM+":") && r.Present {
-			fn(dkimBitsFamily, float64(r.KeyBits), k.domain, k.record)
+			fn(dkimBitsFamily, float64(r.KeyBits), k.domain, k.record, keyType(r.KeyType))
 		}
 	})
 	each(func(k dnsKey, r *dnsRecord) {
 		if p := r.Policy; p != nil {
-			fn(dmarcPolicyFamily, 1, k.domain, p["p"], p["sp"], p["np"], p["adkim"], p["aspf"], p["testing"], p["rua_domains"])
+			fn(dmarcPolicyFamily, 1, k.domain, p["p"], p["sp"], p["np"], p["adkim"], p["aspf"], p["testing"], p["rua_domains"], p["ruf_domains"])
 		}
 	})
+	each(func(k dnsKey, r *dnsRecord) {
+		if k.record == dnsmon.KindSPF && r.Checked != 0 {
+			fn(spfValidFamily, b(r.Valid), k.domain)
+		}
+	})
+	each(func(k dnsKey, r *dnsRecord) {
+		if k.record == dnsmon.KindSPF && !r.Valid && r.Problem != "" && r.Checked != 0 {
+			fn(spfErrorFamily, 1, k.domain, r.Problem)
+		}
+	})
+}
+
+// keyType maps a DKIM key type to a closed set.
+func keyType(t string) string {
+	switch t {
+	case "rsa", "ed25519":
+		return t
+	case "":
+		return "rsa" // RFC 6376 §3.6.1: the default
+	}
+	return "other"
 }
 
 func truncateLabel(s string, n int) string {

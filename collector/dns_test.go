@@ -66,9 +66,9 @@ func TestDNSChanges(t *testing.T) {
 # HELP dmarc_dns_lookup_errors_total Failed lookups of a record, by rcode (servfail, refused, timeout, ...).
 # TYPE dmarc_dns_lookup_errors_total counter
 dmarc_dns_lookup_errors_total{domain="good.example.test",rcode="servfail",record="dmarc"} 1
-# HELP dmarc_dns_policy_info The DMARC policy the domain publishes, as labels; always 1.
+# HELP dmarc_dns_policy_info The DMARC policy that applies to the domain (its own record's, or an ancestor's by the tree walk), as labels; always 1.
 # TYPE dmarc_dns_policy_info gauge
-dmarc_dns_policy_info{adkim="r",aspf="r",domain="good.example.test",np="",p="none",rua_domains="good.example.test",sp="",testing="n"} 1
+dmarc_dns_policy_info{adkim="r",aspf="r",domain="good.example.test",np="",p="none",rua_domains="good.example.test",ruf_domains="",sp="",testing="n"} 1
 # HELP dmarc_dns_record_last_change_timestamp_seconds When the record's text was last seen to change (a failed lookup is not a change).
 # TYPE dmarc_dns_record_last_change_timestamp_seconds gauge
 dmarc_dns_record_last_change_timestamp_seconds{domain="good.example.test",record="dmarc"} 1.7956152e+09

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"hash/fnv"
 	"slices"
 	"strings"
@@ -220,4 +221,37 @@ func parseDKIM(raw string) *DKIMKey {
 		}
 	}
 	return k
+}
+
+// missingMeans says what the absence of an optional record costs.
+var missingMeans = map[string]string{
+	KindMTASTS: "no MTA-STS record: senders cannot be told to require TLS",
+	KindTLSRPT: "no TLS-RPT record: no SMTP TLS reports are sent",
+	KindBIMI:   "no BIMI record: no brand logo in supporting mailboxes",
+}
+
+// Finding states an observation for a person (`dmarc-exporter check`).
+func (o *Observation) Finding() Finding {
+	f := Finding{Domain: o.Domain, Record: o.Kind}
+	name := o.Name()
+	switch {
+	case o.Err != nil:
+		f.Severity, f.Code, f.Message = SeverityError, "lookup_error", fmt.Sprintf("%s lookup failed: %v", name, o.Err)
+	case len(o.Texts) == 0 && o.Problem == "":
+		f.Severity, f.Code, f.Message = SeverityWarning, "missing", missingMeans[o.Kind]
+	case !o.Valid:
+		f.Severity, f.Code, f.Message = SeverityError, o.Problem, fmt.Sprintf("%s: %s", name, o.Problem)
+		if o.DKIM != nil && o.DKIM.Revoked {
+			f.Message = fmt.Sprintf("%s: the key is revoked (empty p=)", name)
+		}
+		if o.Problem == "missing" {
+			f.Message = fmt.Sprintf("no %s record", name)
+		}
+	default:
+		f.Severity, f.Code, f.Message = SeverityOK, "ok", o.Texts[0]
+		if o.DKIM != nil {
+			f.Message = fmt.Sprintf("%s: %s key of %d bits", name, o.DKIM.Type, o.DKIM.Bits)
+		}
+	}
+	return f
 }

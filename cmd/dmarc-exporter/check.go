@@ -17,13 +17,15 @@ import (
 // prints one finding per line (or one JSON object per finding) and exits 1
 // when any finding is an error.
 type checkCmd struct {
-	cmd     *kingpin.CmdClause
-	domains *[]string
-	format  *string
+	cmd       *kingpin.CmdClause
+	domains   *[]string
+	format    *string
+	selectors *[]string
 }
 
 func newCheckCmd(app *kingpin.Application) *checkCmd {
-	c := &checkCmd{cmd: app.Command("check", "Check the DMARC and SPF records of DOMAINs and explain what is wrong.")}
+	c := &checkCmd{cmd: app.Command("check", "Check the DMARC, SPF, DKIM, MTA-STS, TLS-RPT and BIMI records of DOMAINs and explain what is wrong.")}
+	c.selectors = c.cmd.Flag("dkim-selector", "DKIM selector to check (repeatable).").Strings()
 	c.format = c.cmd.Flag("format", "Output: text (a line per finding) or json (an object per finding).").Default("text").Enum("text", "json")
 	c.domains = c.cmd.Arg("domain", "domains to check").Required().Strings()
 	return c
@@ -40,10 +42,17 @@ func (c *checkCmd) run(resolvers []string, stdout, stderr io.Writer) int {
 	for _, d := range *c.domains {
 		domain := config.NormalizeDomain(d)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		_, dmarc := dnsmon.CheckDMARC(ctx, r, domain)
+		_, findings := dnsmon.CheckDMARC(ctx, r, domain)
 		_, spf := dnsmon.CheckSPF(ctx, r, domain)
+		findings = append(findings, spf...)
+		for _, sel := range *c.selectors {
+			findings = append(findings, dnsmon.Observe(ctx, r, domain, dnsmon.KindDKIM, sel).Finding())
+		}
+		for _, kind := range []string{dnsmon.KindMTASTS, dnsmon.KindTLSRPT, dnsmon.KindBIMI} {
+			findings = append(findings, dnsmon.Observe(ctx, r, domain, kind, "").Finding())
+		}
 		cancel()
-		for _, f := range append(dmarc, spf...) {
+		for _, f := range findings {
 			if f.Severity == dnsmon.SeverityError {
 				status = 1
 			}
