@@ -23,57 +23,33 @@ func (s *Store) markFresh(old, batch *counters, now time.Time) {
 	if s.opts.NewSeriesDelay <= 0 {
 		return
 	}
-	mark := func(k any, known bool) {
-		if !known {
-			s.fresh[k] = now
-		}
-	}
-	for k := range batch.messages {
-		_, ok := old.messages[k]
-		mark(k, ok)
-	}
-	for k := range batch.reporters {
-		_, ok := old.reporters[k]
-		mark(k, ok)
-	}
-	for k := range batch.overrides {
-		_, ok := old.overrides[k]
-		mark(k, ok)
-	}
-	for k := range batch.domains {
-		_, ok := old.domains[k]
-		mark(freshDomain(k), ok)
-	}
-	for k := range batch.rejected {
-		_, ok := old.rejected[k]
-		mark(k, ok)
-	}
-	for k := range batch.tlsSessions {
-		_, ok := old.tlsSessions[k]
-		mark(k, ok)
-	}
-	for k := range batch.tlsFailed {
-		_, ok := old.tlsFailed[k]
-		mark(freshTLSFailed(k), ok)
-	}
-	for k := range batch.tlsReporters {
-		_, ok := old.tlsReporters[k]
-		mark(freshTLSReporter(k), ok)
-	}
-	for k := range batch.failureReporters {
-		_, ok := old.failureReporters[k]
-		mark(freshFailReport(k), ok)
-	}
-	for k := range batch.failures {
-		_, ok := old.failures[k]
-		mark(k, ok)
-	}
+	markNew(s.fresh, now, old.messages, batch.messages, asIs)
+	markNew(s.fresh, now, old.reporters, batch.reporters, asIs)
+	markNew(s.fresh, now, old.overrides, batch.overrides, asIs)
+	markNew(s.fresh, now, old.domains, batch.domains, func(k string) any { return freshDomain(k) })
+	markNew(s.fresh, now, old.rejected, batch.rejected, asIs)
+	markNew(s.fresh, now, old.tlsSessions, batch.tlsSessions, asIs)
+	markNew(s.fresh, now, old.tlsFailed, batch.tlsFailed, func(k tlsKey) any { return freshTLSFailed(k) })
+	markNew(s.fresh, now, old.tlsReporters, batch.tlsReporters, func(k reporterKey) any { return freshTLSReporter(k) })
+	markNew(s.fresh, now, old.failureReporters, batch.failureReporters, func(k reporterKey) any { return freshFailReport(k) })
+	markNew(s.fresh, now, old.failures, batch.failures, asIs)
 	for k, t := range s.fresh {
 		if now.Sub(t) >= s.opts.NewSeriesDelay {
 			delete(s.fresh, k)
 		}
 	}
 }
+
+// markNew notes, under key(k), every key of batch that old lacks.
+func markNew[K comparable, V any](fresh map[any]time.Time, now time.Time, old, batch map[K]V, key func(K) any) {
+	for k := range batch {
+		if _, known := old[k]; !known {
+			fresh[key(k)] = now
+		}
+	}
+}
+
+func asIs[K any](k K) any { return k }
 
 // served is the value to serve for a counter: 0 while its series is fresh.
 // s.mu is held.

@@ -98,8 +98,14 @@ func TestEndToEnd(t *testing.T) {
 	exporterAddr := testenv.FreeAddr(t)
 	first := exec.Command(bin, append(args, "--web.listen-address="+exporterAddr)...)
 	start(t, "exporter (first run)", "http://"+exporterAddr+"/-/ready", first)
-	waitFor(t, "the first run to save its state", func() bool {
-		return strings.Contains(get(t, "http://"+exporterAddr+"/metrics"), `dmarc_source_scans_total{source="../testdata/corpus/smtp_tls"} 1`)
+	waitFor(t, "the first run to read every source", func() bool {
+		m := get(t, "http://"+exporterAddr+"/metrics")
+		for _, kind := range []string{"aggregate", "email", "failure", "smtp_tls"} {
+			if !strings.Contains(m, `dmarc_source_scans_total{source="../testdata/corpus/`+kind+`"} 1`) {
+				return false
+			}
+		}
+		return true
 	})
 	first.Process.Signal(os.Interrupt)
 	first.Wait()
