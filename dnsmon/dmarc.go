@@ -127,15 +127,9 @@ func CheckDMARC(ctx context.Context, r *Resolver, domain string) (*DMARCRecord, 
 	find := func(sev Severity, code, format string, args ...any) Finding {
 		return Finding{Domain: domain, Record: "dmarc", Severity: sev, Code: code, Message: fmt.Sprintf(format, args...)}
 	}
-	txts, err := r.TXT(ctx, "_dmarc."+domain)
+	records, err := dmarcRecords(ctx, r, domain)
 	if err != nil {
 		return nil, []Finding{find(SeverityError, "lookup_error", "lookup of _dmarc.%s failed: %v", domain, err)}
-	}
-	var records []string
-	for _, t := range txts {
-		if strings.HasPrefix(strings.TrimSpace(t), "v=DMARC1") {
-			records = append(records, strings.TrimSpace(t))
-		}
 	}
 	switch len(records) {
 	case 0:
@@ -162,6 +156,22 @@ func CheckDMARC(ctx context.Context, r *Resolver, domain string) (*DMARCRecord, 
 		out = append(out, find(SeverityOK, "ok", "p=%s", rec.P))
 	}
 	return rec, out
+}
+
+// dmarcRecords returns the DMARC records at _dmarc.domain: the TXT records
+// that start with v=DMARC1.
+func dmarcRecords(ctx context.Context, r *Resolver, domain string) ([]string, error) {
+	txts, err := r.TXT(ctx, "_dmarc."+domain)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, t := range txts {
+		if t = strings.TrimSpace(t); strings.HasPrefix(t, "v=DMARC1") {
+			out = append(out, t)
+		}
+	}
+	return out, nil
 }
 
 // checkDestinations checks that the external rua and ruf destinations of a

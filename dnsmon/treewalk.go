@@ -18,15 +18,9 @@ func TreeWalk(ctx context.Context, r *Resolver, domain string) (rec *DMARCRecord
 	queries := 0
 	try := func(name string) (*DMARCRecord, error) {
 		queries++
-		txts, err := r.TXT(ctx, "_dmarc."+name)
+		found, err := dmarcRecords(ctx, r, name)
 		if err != nil {
 			return nil, err
-		}
-		var found []string
-		for _, t := range txts {
-			if strings.HasPrefix(strings.TrimSpace(t), "v=DMARC1") {
-				found = append(found, strings.TrimSpace(t))
-			}
 		}
 		if len(found) != 1 {
 			return nil, nil // none, or several: neither applies
