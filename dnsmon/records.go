@@ -152,7 +152,7 @@ func (o *Observation) judge(ctx context.Context, r *Resolver) {
 			}
 		}
 	case KindSPF:
-		o.SPF, _ = CheckSPF(ctx, r, o.Domain)
+		o.SPF = evalSPF(ctx, r, o.Domain, o.Texts[0])
 		o.Valid, o.Problem = o.SPF.Problem == "", o.SPF.Problem
 	case KindDKIM:
 		o.DKIM = parseDKIM(o.Texts[0])

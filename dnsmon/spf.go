@@ -39,9 +39,21 @@ func (e *errSPF) Error() string { return e.code + ": " + e.detail }
 
 // CheckSPF fetches and evaluates the SPF record of domain.
 func CheckSPF(ctx context.Context, r *Resolver, domain string) (*SPFResult, []Finding) {
-	res := &SPFResult{}
-	e := &spfEval{ctx: ctx, r: r, res: res}
+	e := &spfEval{ctx: ctx, r: r, res: &SPFResult{}}
 	record, err := e.record(domain)
+	return judgeSPF(e, domain, record, err)
+}
+
+// evalSPF evaluates an SPF record already fetched for domain.
+func evalSPF(ctx context.Context, r *Resolver, domain, record string) *SPFResult {
+	res, _ := judgeSPF(&spfEval{ctx: ctx, r: r, res: &SPFResult{}}, domain, record, nil)
+	return res
+}
+
+// judgeSPF evaluates record (unless fetching it failed with err) and
+// states the result.
+func judgeSPF(e *spfEval, domain, record string, err error) (*SPFResult, []Finding) {
+	res := e.res
 	res.Record = record
 	if err == nil {
 		err = e.eval(domain, record, nil)
