@@ -118,6 +118,14 @@ func TestEndToEnd(t *testing.T) {
 	start(t, "exporter", "http://"+exporterAddr+"/-/ready",
 		exec.Command(bin, append(args, "--web.listen-address="+exporterAddr)...))
 
+	// A second exporter watches the DNS records of a domain, which an
+	// authoritative test server serves, so that the DNS panels have data.
+	dnsServer := testenv.StartDNS(t, "../testdata/dns/zones.txt")
+	dnsExporterAddr := testenv.FreeAddr(t)
+	start(t, "exporter (DNS)", "http://"+dnsExporterAddr+"/-/ready", exec.Command(bin,
+		"--web.listen-address="+dnsExporterAddr, "--storage.path="+filepath.Join(dir, "state-dns"),
+		"--source.dir=../testdata/derived", "--domain=good.example.test", "--dns.resolver="+dnsServer.Addr))
+
 	// The webhook Alertmanager delivers to.
 	alerts := make(chan map[string]string, 100)
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -174,8 +182,8 @@ alerting:
 scrape_configs:
   - job_name: dmarc
     static_configs:
-      - targets: [%q]
-`, filepath.Join(dir, "rules.yml"), amAddr, exporterAddr))
+      - targets: [%q, %q]
+`, filepath.Join(dir, "rules.yml"), amAddr, exporterAddr, dnsExporterAddr))
 	start(t, "prometheus", "http://"+promAddr+"/-/ready", exec.Command(promBin, "--config.file="+promCfg,
 		"--storage.tsdb.path="+filepath.Join(dir, "prom"), "--web.listen-address="+promAddr))
 
