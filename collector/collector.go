@@ -1,7 +1,6 @@
 package collector
 
 import (
-	"bufio"
 	"bytes"
 	"io"
 	"strconv"
@@ -302,7 +301,6 @@ func (s *Store) Collect(ch chan<- prometheus.Metric) {
 func (s *Store) WriteText(w io.Writer) error {
 	var buf bytes.Buffer
 	buf.Grow(int(s.lastTextSize.Load()) + 4096) // one allocation, not a doubling series
-	bw := bufio.NewWriterSize(&buf, 64<<10)
 	var line []byte
 	var current *family
 	seen := map[*family]bool{}
@@ -315,7 +313,7 @@ func (s *Store) WriteText(w io.Writer) error {
 				if f.counter {
 					typ = "counter"
 				}
-				bw.WriteString("# HELP " + f.name + " " + escapeHelp(f.help) + "\n# TYPE " + f.name + " " + typ + "\n")
+				buf.WriteString("# HELP " + f.name + " " + escapeHelp(f.help) + "\n# TYPE " + f.name + " " + typ + "\n")
 			}
 		}
 		line = append(line[:0], f.name...)
@@ -336,11 +334,8 @@ func (s *Store) WriteText(w io.Writer) error {
 		line = append(line, ' ')
 		line = strconv.AppendFloat(line, v, 'g', -1, 64)
 		line = append(line, '\n')
-		bw.Write(line)
+		buf.Write(line)
 	})
-	if err := bw.Flush(); err != nil {
-		return err
-	}
 	s.lastTextSize.Store(int64(buf.Len()))
 	_, err := buf.WriteTo(w)
 	return err

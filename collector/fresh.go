@@ -54,6 +54,9 @@ func asIs[K any](k K) any { return k }
 // served is the value to serve for a counter: 0 while its series is fresh.
 // s.mu is held.
 func (s *Store) served(k any, v uint64, now time.Time) float64 {
+	if len(s.fresh) == 0 { // the usual case: no hashing of k
+		return float64(v)
+	}
 	if t, ok := s.fresh[k]; ok && now.Sub(t) < s.opts.NewSeriesDelay {
 		return 0
 	}
