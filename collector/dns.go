@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/dmarc-exporter/dmarc-exporter/dnsmon"
 )
@@ -15,6 +16,10 @@ import (
 // lookup errors. They live in the state file with the counters.
 
 type dnsKey struct{ domain, record string }
+
+// staleDNS is how long a record may go unobserved before it is no longer
+// served: longer than any poll interval and TTL in use.
+const staleDNS = 72 * time.Hour
 
 // maxDNSHistory bounds the changes kept per record.
 const maxDNSHistory = 50
@@ -88,6 +93,7 @@ func (s *Store) ObserveDNS(o *dnsmon.Observation) {
 	rec.Valid = o.Valid
 	rec.Problem = o.Problem
 	rec.Hash = o.Hash()
+	rec.Lookups, rec.Void, rec.KeyBits, rec.KeyType = 0, 0, 0, ""
 	if o.SPF != nil {
 		rec.Lookups, rec.Void = o.SPF.Lookups, o.SPF.VoidLookups
 	}
@@ -123,9 +129,13 @@ func (s *Store) visitDNS(fn func(f *family, v float64, labelValues ...string), s
 		}
 		return 0
 	}
+	// A record no longer watched (a DKIM selector dropped from the
+	// configuration or no longer in reports) is not shown once it has not
+	// been looked up for staleDNS.
+	cutoff := s.opts.Now().Add(-staleDNS).Unix()
 	each := func(emit func(k dnsKey, r *dnsRecord)) {
 		for k, r := range s.live.dns {
-			if shown(k.domain) {
+			if shown(k.domain) && (r.Checked == 0 || r.Checked >= cutoff) {
 				emit(k, r)
 			}
 		}

@@ -4,6 +4,9 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/dmarc-exporter/dmarc-exporter/internal/testenv"
 )
 
 func codes(fs []Finding) string {
@@ -25,7 +28,12 @@ func TestCheckDMARC(t *testing.T) {
 		{"deep.a.b.c.d.e.f.g.good.example.test", "ok:inherited"},
 		{"sub.spdomain.example.test", "warning:inherited"},
 		{"twodmarc.example.test", "error:multiple_records"},
-		{"badtag.example.test", "error:syntax,error:syntax,warning:no_rua"},
+		{"badtag.example.test", "error:syntax,error:syntax,error:no_policy"},
+		{"nop.example.test", "error:no_policy"},
+		{"nopua.example.test", "warning:no_policy"},
+		{"shop.example.test", "ok:ok"},          // rua in a sibling subdomain: same organization
+		{"a.shop2.psdtld", "ok:inherited"},      // the walk reaches the top-level domain
+		{"lower.example.test", "error:missing"}, // v=dmarc1: not a DMARC record
 		{"extrua.example.test", "warning:policy_none,error:unauthorized_destination"},
 		{"extruaok.example.test", "warning:testing"},
 		{"x.servfail.test", "error:lookup_error"},
@@ -55,6 +63,10 @@ func TestCheckSPF(t *testing.T) {
 		{"badsyntax.example.test", "syntax", 0, 0},
 		{"nodmarc-nospf.example.test", "missing", 0, 0},
 		{"x.servfail.test", "lookup_error", 0, 0},
+		{"redirall.example.test", "", 10, 0},                // redirect ignored beside "all"
+		{"afterall.example.test", "", 1, 0},                 // terms after "all" never reached
+		{"redirmiss.example.test", "include_missing", 1, 1}, // redirect to a domain without SPF
+		{"inclerr.example.test", "lookup_error", 1, 0},
 	} {
 		res, fs := CheckSPF(context.Background(), r, tt.domain)
 		if res.Problem != tt.problem || res.Lookups != tt.lookups || res.VoidLookups != tt.void {
@@ -98,5 +110,19 @@ func TestObserve(t *testing.T) {
 	o := Observe(context.Background(), r, "x.servfail.test", KindDMARC, "")
 	if o.Err == nil || o.Rcode != "servfail" {
 		t.Errorf("SERVFAIL: err %v rcode %q", o.Err, o.Rcode)
+	}
+}
+
+// TestTreeWalkFailure: a SERVFAIL on the way up is a failed lookup, not a
+// missing record, for check and for the monitor.
+func TestTreeWalkFailure(t *testing.T) {
+	srv := testenv.StartDNS(t, "../testdata/dns/zones.txt")
+	r := &Resolver{Servers: []string{srv.Addr}, Timeout: 2 * time.Second}
+	srv.Fail("_dmarc.good.example.test", true)
+	if _, fs := CheckDMARC(context.Background(), r, "sub.good.example.test"); codes(fs) != "error:lookup_error" {
+		t.Errorf("check: %s", codes(fs))
+	}
+	if o := Observe(context.Background(), r, "sub.good.example.test", KindDMARC, ""); o.Err == nil || o.Problem != "" {
+		t.Errorf("monitor: err %v, problem %q", o.Err, o.Problem)
 	}
 }

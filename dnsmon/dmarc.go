@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+
+	"golang.org/x/net/publicsuffix"
 )
 
 // DMARCRecord is a parsed DMARC policy record (RFC 9989 §4.7; RFC 7489
@@ -28,7 +30,6 @@ func parseDMARC(domain, raw string) (*DMARCRecord, []Finding) {
 		return Finding{Domain: domain, Record: "dmarc", Severity: sev, Code: code, Message: fmt.Sprintf(format, args...)}
 	}
 	var out []Finding
-	sawP := false
 	rec := &DMARCRecord{Raw: raw, ADKIM: "r", ASPF: "r", PSD: "u"}
 	tags := strings.Split(raw, ";")
 	for i, tag := range tags {
@@ -43,7 +44,7 @@ func parseDMARC(domain, raw string) (*DMARCRecord, []Finding) {
 			continue
 		}
 		if i == 0 {
-			if k != "v" || v != "DMARC1" {
+			if !isDMARCRecord(tag) {
 				return nil, append(out, find(SeverityError, "syntax", "record does not start with v=DMARC1"))
 			}
 			continue
@@ -51,7 +52,6 @@ func parseDMARC(domain, raw string) (*DMARCRecord, []Finding) {
 		lv := strings.ToLower(v)
 		switch k {
 		case "p", "sp", "np":
-			sawP = sawP || k == "p"
 			if lv != "none" && lv != "quarantine" && lv != "reject" {
 				out = append(out, find(SeverityError, "syntax", "%s=%s is not none, quarantine or reject", k, truncate(v, 20)))
 				continue
@@ -105,9 +105,19 @@ func parseDMARC(domain, raw string) (*DMARCRecord, []Finding) {
 		// Other tags (ri, and tags of later specifications) are ignored,
 		// as RFC 9989 §4.7 says.
 	}
+	hasRUA := false
+	for _, u := range rec.RUA {
+		_, ok := mailtoHost(u)
+		hasRUA = hasRUA || ok
+	}
 	switch {
-	case rec.P == "" && !sawP:
-		out = append(out, find(SeverityWarning, "no_policy", "no p= tag: receivers treat the domain as p=none"))
+	case rec.P == "" && hasRUA:
+		// RFC 7489 §6.6.3: no valid policy but a valid rua: p=none.
+		rec.P = "none"
+		out = append(out, find(SeverityWarning, "no_policy", "no valid p= tag: with a rua=, receivers treat the domain as p=none"))
+	case rec.P == "":
+		// Without a policy or a report address the record is not used.
+		return nil, append(out, find(SeverityError, "no_policy", "no valid p= tag and no rua=: receivers ignore the record"))
 	case rec.P == "none":
 		out = append(out, find(SeverityWarning, "policy_none", "p=none: failing mail is only monitored, not refused"))
 	}
@@ -134,7 +144,10 @@ func CheckDMARC(ctx context.Context, r *Resolver, domain string) (*DMARCRecord, 
 	switch len(records) {
 	case 0:
 		rec, at, err := TreeWalk(ctx, r, domain)
-		if rec != nil && err == nil {
+		if err != nil {
+			return nil, []Finding{find(SeverityError, "lookup_error", "no record at _dmarc.%s, and the walk up the tree failed: %v", domain, err)}
+		}
+		if rec != nil {
 			p := EffectivePolicy(rec, at, domain)
 			sev := SeverityOK
 			if p == "none" || p == "" {
@@ -158,6 +171,9 @@ func CheckDMARC(ctx context.Context, r *Resolver, domain string) (*DMARCRecord, 
 	return rec, out
 }
 
+// maxDestinations bounds the report hosts whose authorisation is checked.
+const maxDestinations = 10
+
 // dmarcRecords returns the DMARC records at _dmarc.domain: the TXT records
 // that start with v=DMARC1.
 func dmarcRecords(ctx context.Context, r *Resolver, domain string) ([]string, error) {
@@ -167,11 +183,19 @@ func dmarcRecords(ctx context.Context, r *Resolver, domain string) ([]string, er
 	}
 	var out []string
 	for _, t := range txts {
-		if t = strings.TrimSpace(t); strings.HasPrefix(t, "v=DMARC1") {
-			out = append(out, t)
+		if isDMARCRecord(t) {
+			out = append(out, strings.TrimSpace(t))
 		}
 	}
 	return out, nil
+}
+
+// isDMARCRecord: the first tag is v=DMARC1, white space allowed around "="
+// (RFC 9989's tag-value grammar); the value is case-sensitive.
+func isDMARCRecord(t string) bool {
+	first, _, _ := strings.Cut(strings.TrimSpace(t), ";")
+	k, v, ok := strings.Cut(first, "=")
+	return ok && strings.TrimSpace(k) == "v" && strings.TrimSpace(v) == "DMARC1"
 }
 
 // checkDestinations checks that the external rua and ruf destinations of a
@@ -182,6 +206,7 @@ func checkDestinations(ctx context.Context, r *Resolver, domain string, rec *DMA
 		return Finding{Domain: domain, Record: "dmarc", Severity: sev, Code: code, Message: fmt.Sprintf(format, args...)}
 	}
 	var out []Finding
+	checked := map[string]bool{}
 	for _, tag := range []struct {
 		name string
 		uris []string
@@ -192,8 +217,16 @@ func checkDestinations(ctx context.Context, r *Resolver, domain string, rec *DMA
 				out = append(out, find(SeverityError, "syntax", "%s=%s is not a mailto: URI", tag.name, truncate(u, 60)))
 				continue
 			}
-			if host == domain || strings.HasSuffix(host, "."+domain) || strings.HasSuffix(domain, "."+host) {
-				continue // the domain's own tree: no authorisation needed
+			if checked[host] {
+				continue
+			}
+			if len(checked) >= maxDestinations {
+				out = append(out, find(SeverityWarning, "too_many_destinations", "more than %d report destinations: the rest are not checked (receivers need handle only 2)", maxDestinations))
+				return out
+			}
+			checked[host] = true
+			if sameOrganization(host, domain) {
+				continue // the same Organizational Domain: no authorisation needed
 			}
 			auth, err := r.TXT(ctx, domain+"._report._dmarc."+host)
 			if err != nil {
@@ -212,6 +245,17 @@ func checkDestinations(ctx context.Context, r *Resolver, domain string, rec *DMA
 		}
 	}
 	return out
+}
+
+// sameOrganization reports whether two domains share their
+// Organizational Domain, approximated by the public suffix list.
+func sameOrganization(a, b string) bool {
+	if a == b || strings.HasSuffix(a, "."+b) || strings.HasSuffix(b, "."+a) {
+		return true
+	}
+	oa, err1 := publicsuffix.EffectiveTLDPlusOne(a)
+	ob, err2 := publicsuffix.EffectiveTLDPlusOne(b)
+	return err1 == nil && err2 == nil && oa == ob
 }
 
 // mailtoHost returns the domain of a mailto: URI (with an optional size

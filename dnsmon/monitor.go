@@ -31,6 +31,9 @@ type Monitor struct {
 	due map[string]time.Time // next lookup per domain and record
 }
 
+// observeTimeout bounds one record's lookups (SPF includes, tree walk).
+const observeTimeout = 30 * time.Second
+
 // maxWatchedSelectors bounds the DKIM selectors watched per domain.
 const maxWatchedSelectors = 20
 
@@ -58,7 +61,9 @@ func (m *Monitor) Round(ctx context.Context) {
 		if now.Before(m.due[key]) {
 			return
 		}
-		o := Observe(ctx, m.Resolver, d, kind, sel)
+		octx, cancel := context.WithTimeout(ctx, observeTimeout)
+		o := Observe(octx, m.Resolver, d, kind, sel)
+		cancel()
 		// Due a little early, so that a round's jitter does not skip it.
 		m.due[key] = now.Add(max(m.Interval, o.TTL) * 9 / 10)
 		m.Sink.ObserveDNS(o)

@@ -95,22 +95,41 @@ func Observe(ctx context.Context, r *Resolver, domain, kind, selector string) *O
 	txts, ttl, err := r.TXTTTL(ctx, name)
 	o.TTL = time.Duration(ttl) * time.Second
 	if err != nil {
-		o.Err, o.Rcode = err, "timeout"
-		var re *RcodeError
-		if errors.As(err, &re) {
-			o.Rcode = strings.ToLower(dns.RcodeToString[re.Rcode])
-		}
+		o.failed(err)
 		return o
 	}
 	for _, t := range txts {
 		t = strings.TrimSpace(t)
-		if prefix == "" || strings.HasPrefix(strings.ToLower(t), strings.ToLower(prefix)) {
-			o.Texts = append(o.Texts, t)
+		switch kind {
+		case KindDMARC:
+			if !isDMARCRecord(t) {
+				continue
+			}
+		case KindSPF:
+			if !isSPFRecord(t) {
+				continue
+			}
+		case KindDKIM:
+		default:
+			if !strings.HasPrefix(strings.ToLower(t), strings.ToLower(prefix)+";") && !strings.EqualFold(t, prefix) &&
+				!strings.HasPrefix(strings.ToLower(t), strings.ToLower(prefix)+" ") {
+				continue
+			}
 		}
+		o.Texts = append(o.Texts, t)
 	}
 	slices.Sort(o.Texts)
 	o.judge(ctx, r)
 	return o
+}
+
+// failed records a failed lookup: nothing is known, which is no change.
+func (o *Observation) failed(err error) {
+	o.Err, o.Rcode = err, "timeout"
+	var re *RcodeError
+	if errors.As(err, &re) {
+		o.Rcode = strings.ToLower(dns.RcodeToString[re.Rcode])
+	}
 }
 
 // judge sets Valid and Problem.
@@ -118,7 +137,12 @@ func (o *Observation) judge(ctx context.Context, r *Resolver) {
 	switch {
 	case len(o.Texts) == 0 && o.Kind == KindDMARC:
 		// A subdomain without its own record is governed by an ancestor's.
-		if rec, at, err := TreeWalk(ctx, r, o.Domain); rec != nil && err == nil && at != o.Domain {
+		rec, at, err := TreeWalk(ctx, r, o.Domain)
+		if err != nil {
+			o.failed(err) // an ancestor's lookup failed: not known to be missing
+			return
+		}
+		if rec != nil && at != o.Domain {
 			inherited := *rec
 			inherited.P = EffectivePolicy(rec, at, o.Domain)
 			o.DMARC, o.Inherited, o.Valid = &inherited, at, true
@@ -153,6 +177,12 @@ func (o *Observation) judge(ctx context.Context, r *Resolver) {
 		}
 	case KindSPF:
 		o.SPF = evalSPF(ctx, r, o.Domain, o.Texts[0])
+		if o.SPF.Problem == "lookup_error" {
+			// An include could not be looked up: the record is not known
+			// to be broken.
+			o.Err, o.Rcode, o.SPF = errors.New(o.SPF.Detail), "include_failed", nil
+			return
+		}
 		o.Valid, o.Problem = o.SPF.Problem == "", o.SPF.Problem
 	case KindDKIM:
 		o.DKIM = parseDKIM(o.Texts[0])
@@ -202,18 +232,15 @@ func parseDKIM(raw string) *DKIMKey {
 		case "ed25519":
 			k.Bits = 8 * len(der)
 		default:
-			pub, err := x509.ParsePKIXPublicKey(der)
-			if err != nil {
-				// Some publish the PKCS#1 form.
-				if rsaKey, err2 := x509.ParsePKCS1PublicKey(der); err2 == nil {
-					k.Bits = rsaKey.N.BitLen()
-					break
+			if pub, err := x509.ParsePKIXPublicKey(der); err == nil {
+				if bl, ok := pub.(interface{ Size() int }); ok {
+					k.Bits = 8 * bl.Size()
 				}
+			} else if rsaKey, err := x509.ParsePKCS1PublicKey(der); err == nil {
+				k.Bits = rsaKey.N.BitLen() // some publish the PKCS#1 form
+			} else {
 				k.Problem = "syntax"
 				break
-			}
-			if bl, ok := pub.(interface{ Size() int }); ok {
-				k.Bits = 8 * bl.Size()
 			}
 			if k.Bits > 0 && k.Bits < 1024 {
 				k.Problem = "weak_key" // RFC 8301: at least 1024 bits

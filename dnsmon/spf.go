@@ -88,7 +88,7 @@ func (e *spfEval) record(domain string) (string, error) {
 	}
 	var found []string
 	for _, t := range txts {
-		if l := strings.ToLower(t); l == "v=spf1" || strings.HasPrefix(l, "v=spf1 ") {
+		if isSPFRecord(t) {
 			found = append(found, t)
 		}
 	}
@@ -99,6 +99,13 @@ func (e *spfEval) record(domain string) (string, error) {
 		return found[0], nil
 	}
 	return "", &errSPF{"multiple_records", fmt.Sprintf("%d SPF records at %s: receivers return permerror", len(found), domain)}
+}
+
+// isSPFRecord: "v=spf1" alone or followed by a space, in any case (RFC
+// 7208 §4.5).
+func isSPFRecord(t string) bool {
+	l := strings.ToLower(strings.TrimSpace(t))
+	return l == "v=spf1" || strings.HasPrefix(l, "v=spf1 ")
 }
 
 // lookup counts one DNS-querying term and fails past the limit.
@@ -129,12 +136,16 @@ func (e *spfEval) eval(domain, record string, stack []string) error {
 	}
 	stack = append(stack, domain)
 	var redirect string
+	sawRedirect, sawAll := false, false
 	for _, term := range strings.Fields(record)[1:] {
 		lt := strings.ToLower(term)
 		if k, v, ok := strings.Cut(lt, "="); ok && !strings.ContainsAny(k, ":/") {
 			switch k {
 			case "redirect":
-				redirect = v
+				if sawRedirect {
+					return &errSPF{"syntax", fmt.Sprintf("%s: two redirect= modifiers", domain)}
+				}
+				sawRedirect, redirect = true, v
 			case "exp":
 			default: // unknown modifiers are ignored (RFC 7208 §6)
 			}
@@ -153,8 +164,13 @@ func (e *spfEval) eval(domain, record string, stack []string) error {
 			target = domain
 		}
 		macro := strings.Contains(target, "%")
+		if sawAll {
+			continue // RFC 7208 §5.1: terms after "all" are never reached
+		}
 		switch name {
-		case "all", "ip4", "ip6":
+		case "all":
+			sawAll = true
+		case "ip4", "ip6":
 		case "include":
 			if arg == "" {
 				return &errSPF{"syntax", fmt.Sprintf("%s: include without a domain", domain)}
@@ -193,7 +209,8 @@ func (e *spfEval) eval(domain, record string, stack []string) error {
 			return &errSPF{"syntax", fmt.Sprintf("%s: unknown term %q", domain, truncate(term, 40))}
 		}
 	}
-	if redirect != "" {
+	// RFC 7208 §6.1: a redirect is ignored when the record has "all".
+	if redirect != "" && !sawAll {
 		if err := e.lookup(); err != nil {
 			return err
 		}
@@ -201,6 +218,13 @@ func (e *spfEval) eval(domain, record string, stack []string) error {
 			return nil
 		}
 		next, err := e.record(redirect)
+		var se *errSPF
+		if errors.As(err, &se) && se.code == "missing" {
+			if err := e.void(redirect); err != nil {
+				return err
+			}
+			return &errSPF{"include_missing", fmt.Sprintf("%s redirects to %s, which has no SPF record: receivers return permerror", domain, redirect)}
+		}
 		if err != nil {
 			return err
 		}

@@ -11,8 +11,9 @@ const maxTreeWalkQueries = 8
 // TreeWalk finds the DMARC record that governs domain: its own, or else
 // the nearest ancestor's, by the DNS tree walk of RFC 9989 §4.10: a domain
 // of eight labels or more is first cut to its seven rightmost, then labels
-// are removed from the left, one query at a time, at most eight queries in
-// all, never at the top-level domain. at is where the record was found;
+// are removed from the left, one query at a time, down to the top-level
+// domain (where public suffix operators publish psd=y records), at most
+// eight queries in all. at is where the record was found;
 // rec is nil when none was.
 func TreeWalk(ctx context.Context, r *Resolver, domain string) (rec *DMARCRecord, at string, err error) {
 	queries := 0
@@ -37,7 +38,7 @@ func TreeWalk(ctx context.Context, r *Resolver, domain string) (rec *DMARCRecord
 	} else {
 		labels = labels[1:]
 	}
-	for len(labels) > 1 && queries < maxTreeWalkQueries {
+	for len(labels) >= 1 && queries < maxTreeWalkQueries {
 		name := strings.Join(labels, ".")
 		if rec, err := try(name); rec != nil || err != nil {
 			return rec, name, err
