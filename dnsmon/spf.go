@@ -175,24 +175,7 @@ func (e *spfEval) eval(domain, record string, stack []string) error {
 			if arg == "" {
 				return &errSPF{"syntax", fmt.Sprintf("%s: include without a domain", domain)}
 			}
-			if err := e.lookup(); err != nil {
-				return err
-			}
-			if macro {
-				continue // depends on the message: not followed
-			}
-			inc, err := e.record(target)
-			var se *errSPF
-			if errors.As(err, &se) && se.code == "missing" {
-				if err := e.void(target); err != nil {
-					return err
-				}
-				return &errSPF{"include_missing", fmt.Sprintf("%s includes %s, which has no SPF record: receivers return permerror", domain, target)}
-			}
-			if err != nil {
-				return err
-			}
-			if err := e.eval(target, inc, stack); err != nil {
+			if err := e.follow(domain, target, "includes", stack); err != nil {
 				return err
 			}
 		case "a", "mx", "exists", "ptr":
@@ -211,26 +194,33 @@ func (e *spfEval) eval(domain, record string, stack []string) error {
 	}
 	// RFC 7208 §6.1: a redirect is ignored when the record has "all".
 	if redirect != "" && !sawAll {
-		if err := e.lookup(); err != nil {
-			return err
-		}
-		if strings.Contains(redirect, "%") {
-			return nil
-		}
-		next, err := e.record(redirect)
-		var se *errSPF
-		if errors.As(err, &se) && se.code == "missing" {
-			if err := e.void(redirect); err != nil {
-				return err
-			}
-			return &errSPF{"include_missing", fmt.Sprintf("%s redirects to %s, which has no SPF record: receivers return permerror", domain, redirect)}
-		}
-		if err != nil {
-			return err
-		}
-		return e.eval(redirect, next, stack)
+		return e.follow(domain, redirect, "redirects to", stack)
 	}
 	return nil
+}
+
+// follow counts the lookup of an include or redirect and evaluates the
+// target's record; a target with a macro depends on the message and is not
+// followed, one without an SPF record is a permerror.
+func (e *spfEval) follow(domain, target, verb string, stack []string) error {
+	if err := e.lookup(); err != nil {
+		return err
+	}
+	if strings.Contains(target, "%") {
+		return nil
+	}
+	next, err := e.record(target)
+	var se *errSPF
+	if errors.As(err, &se) && se.code == "missing" {
+		if err := e.void(target); err != nil {
+			return err
+		}
+		return &errSPF{"include_missing", fmt.Sprintf("%s %s %s, which has no SPF record: receivers return permerror", domain, verb, target)}
+	}
+	if err != nil {
+		return err
+	}
+	return e.eval(target, next, stack)
 }
 
 // resolves looks up the names an a, mx or exists term needs, counting
