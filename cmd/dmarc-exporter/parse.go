@@ -87,7 +87,7 @@ func parseFile(name string, lim report.Limits, out io.Writer) error {
 		case report.KindFailure:
 			return writeFailure(buf, name, doc, lim)
 		}
-		return writeAggregate(buf, name, doc)
+		return writeAggregate(buf, name, doc, lim)
 	})
 	if err != nil {
 		return err
@@ -121,8 +121,8 @@ type aggregateJSON struct {
 // writeAggregate decodes one aggregate report and writes its line. Records
 // stream through a temporary buffer so that the head, which comes first,
 // can carry the totals.
-func writeAggregate(w io.Writer, name string, doc report.Document) error {
-	dec := report.NewAggregateDecoder(doc.Body, report.DefaultLimits())
+func writeAggregate(w io.Writer, name string, doc report.Document, lim report.Limits) error {
+	dec := report.NewAggregateDecoder(doc.Body, lim)
 	hdr, err := dec.Header()
 	if err != nil {
 		return err
