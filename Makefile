@@ -1,9 +1,11 @@
 # dmarc-exporter: the usual targets. `make test` is the command CI runs.
 GO ?= go
 # Debian packages the tests need (prometheus: promtool and Prometheus,
-# prometheus-alertmanager: for the rule and end-to-end tests); `make deps` installs the missing ones when run as root and fails
-# with their names otherwise.
-APT_PACKAGES ?= prometheus prometheus-alertmanager
+# prometheus-alertmanager: for the rule and end-to-end tests;
+# dovecot-imapd: the IMAP server of the IMAP source tests, which start
+# their own instances on 127.0.0.1); `make deps` installs the missing ones
+# when run as root and fails with their names otherwise.
+APT_PACKAGES ?= prometheus prometheus-alertmanager dovecot-imapd
 FUZZTIME ?= 60s
 
 .PHONY: all build test deps vet style checkrules fuzz bench docker
@@ -24,7 +26,8 @@ deps:
 	done; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
-			apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+			apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing || exit 1; \
+			case "$$missing" in *dovecot*) service dovecot stop >/dev/null 2>&1 || true;; esac; \
 		else \
 			echo "missing Debian packages:$$missing (run make deps as root)"; exit 1; \
 		fi; \

@@ -264,6 +264,16 @@ func (s *Store) IngestFile(source, path, mark string, r io.Reader) error {
 	return nil
 }
 
+// RejectFile stages a file as rejected without reading it: a source that
+// knows a file is unusable (a message over the size limit) records it, and
+// the reason err gives, like any rejection.
+func (s *Store) RejectFile(source, path, mark string, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pending.files[path] = mark + "|rejected"
+	s.pending.rejected[rejectKey{s.in.get(source), rejectReason(err)}]++
+}
+
 // Date range anomalies, counted per reporter.
 const (
 	futureSlack = 24 * time.Hour      // a range ending later than this after ingest is "future"

@@ -26,8 +26,10 @@ type Config struct {
 	Domains []string `yaml:"domains"`
 	// Directories are directory sources.
 	Directories []Directory `yaml:"directories"`
-	Limits      Limits      `yaml:"limits"`
-	State       State       `yaml:"state"`
+	// IMAP are mailbox sources.
+	IMAP   []IMAP `yaml:"imap"`
+	Limits Limits `yaml:"limits"`
+	State  State  `yaml:"state"`
 	// FailureSamples is how many recent failure reports, redacted (no
 	// local parts of addresses, no subject), are kept and served on
 	// /failure-samples. 0, the default, keeps none.
@@ -156,6 +158,9 @@ func (c *Config) setDefaults() {
 			d.SettleTime = DefaultSettleTime
 		}
 	}
+	for i := range c.IMAP {
+		c.IMAP[i].setDefaults()
+	}
 }
 
 // Load reads and checks a configuration file.
@@ -238,6 +243,16 @@ func (c *Config) validate() error {
 			return fmt.Errorf("directories[%d]: rescan_interval %s is shorter than 1s", i, d.RescanInterval)
 		}
 	}
+	for i := range c.IMAP {
+		m := &c.IMAP[i]
+		if err := m.validate(); err != nil {
+			return fmt.Errorf("imap[%d] (%s): %w", i, m.Name, err)
+		}
+		if names[m.Name] {
+			return fmt.Errorf("imap[%d]: name %q used twice", i, m.Name)
+		}
+		names[m.Name] = true
+	}
 	switch {
 	case c.Limits.ReportersPerDomain < 1:
 		return fmt.Errorf("limits.reporters_per_domain must be at least 1")
@@ -260,6 +275,9 @@ func (c *Config) SourceNames() []string {
 	var names []string
 	for _, d := range c.Directories {
 		names = append(names, d.Name)
+	}
+	for _, m := range c.IMAP {
+		names = append(names, m.Name)
 	}
 	return names
 }

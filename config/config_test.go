@@ -19,6 +19,10 @@ func TestBadConfigs(t *testing.T) {
 		"bad-duration.bad.yml":            `line 3: not a valid duration string: "soon"`,
 		"short-rescan.bad.yml":            "directories[0]: rescan_interval 10ms is shorter than 1s",
 		"expected-unknown-domain.bad.yml": `expected_reporters: "example.org" is not one of the domains`,
+		"imap-password.bad.yml":           "imap[0] (dmarc@example.com@imap.example.com/INBOX): password must not be written in the configuration: use password_file or password_env",
+		"imap-plaintext.bad.yml":          "tls: none sends the password in clear text; set insecure: true to allow it",
+		"imap-oauth-no-token.bad.yml":     "oauth2 needs a refresh token, or a client secret for the client credentials flow",
+		"imap-size.bad.yml":               `line 5: "lots" is not a size (such as 32MiB or 500KB)`,
 	}
 	files, _ := filepath.Glob("testdata/*.bad.yml")
 	if len(files) != len(want) {
@@ -56,6 +60,39 @@ func TestExample(t *testing.T) {
 	}
 	if c.Limits != (Limits{ReportersPerDomain: 100, Domains: 100, LabelLength: 64}) {
 		t.Errorf("limits %+v", c.Limits)
+	}
+}
+
+// TestIMAPDefaults: ports follow the TLS mode, OAuth2 implies XOAUTH2.
+func TestIMAPDefaults(t *testing.T) {
+	c, err := Parse([]byte(`imap:
+  - host: imap.example.com
+    username: rua@example.com
+    password_env: IMAP_PASSWORD
+  - host: imap.example.com
+    name: oauth
+    tls: starttls
+    username: rua@example.com
+    oauth2:
+      token_url: https://oauth2.googleapis.com/token
+      client_id: id
+      client_secret_env: SECRET
+      refresh_token_file: /run/secrets/refresh
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := c.IMAP[0], c.IMAP[1]
+	if a.Port != 993 || a.Folder != "INBOX" || a.Auth != "plain" || a.Name != "rua@example.com@imap.example.com/INBOX" ||
+		a.MaxMessageSize != DefaultIMAPMaxMessageSize || a.PollInterval != DefaultIMAPPollInterval {
+		t.Errorf("imap[0] %+v", a)
+	}
+	if b.Port != 143 || b.Auth != "xoauth2" {
+		t.Errorf("imap[1] %+v", b)
+	}
+	if _, err := Parse([]byte("imap:\n  - host: h\n    username: u\n    password_env: P\n  - host: h\n    username: u\n    password_env: Q\n")); err == nil ||
+		!strings.Contains(err.Error(), "used twice") {
+		t.Errorf("two sources with one name: %v", err)
 	}
 }
 

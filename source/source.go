@@ -1,5 +1,5 @@
 // Package source finds raw reports and hands them to a Sink: dir.go reads
-// a directory tree. A source never deletes or changes a file; it moves one
+// a directory tree, imap.go a mailbox. A source never deletes or changes a file; it moves one
 // aside only when told where to (archive and invalid directories), and only
 // after the Sink has saved what the file held.
 package source
@@ -19,6 +19,9 @@ type Sink interface {
 	// except report.ErrRead: the file could not be read, try again.
 	// Nothing is saved until Commit.
 	IngestFile(source, path, mark string, r io.Reader) error
+	// RejectFile marks a file rejected without reading it (a message over
+	// the size limit); err gives the reason.
+	RejectFile(source, path, mark string, err error)
 	// Commit saves everything ingested so far, atomically.
 	Commit() error
 	// PruneFiles forgets the files below root that a full scan did not
@@ -32,6 +35,12 @@ type Metrics struct {
 	files    *prometheus.CounterVec
 	errors   *prometheus.CounterVec
 	lastScan *prometheus.GaugeVec
+
+	imapUp      *prometheus.GaugeVec
+	imapErrors  *prometheus.CounterVec
+	imapFetched *prometheus.CounterVec
+	imapMoved   *prometheus.CounterVec
+	imapPending *prometheus.GaugeVec
 }
 
 // NewMetrics creates and registers the source metrics.
@@ -54,7 +63,27 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "When the last complete scan of a source ended.",
 		}, []string{"source"}),
 	}
-	reg.MustRegister(m.scans, m.files, m.errors, m.lastScan)
+	m.imapUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "dmarc_imap_up",
+		Help: "Whether the IMAP source is connected and logged in (1) or not (0).",
+	}, []string{"source"})
+	m.imapErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dmarc_imap_connection_errors_total",
+		Help: "IMAP sessions that failed since start, by kind (auth, tls, network, protocol); each is retried with backoff.",
+	}, []string{"source", "kind"})
+	m.imapFetched = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dmarc_imap_messages_fetched_total",
+		Help: "Messages downloaded from an IMAP source since start.",
+	}, []string{"source"})
+	m.imapMoved = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dmarc_imap_messages_moved_total",
+		Help: "Messages moved, after their reports were saved, to the archive folder or (no usable report) the invalid folder, since start.",
+	}, []string{"source", "folder"})
+	m.imapPending = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "dmarc_imap_messages_pending",
+		Help: "Messages of the IMAP folder not read yet, as of the last listing.",
+	}, []string{"source"})
+	reg.MustRegister(m.scans, m.files, m.errors, m.lastScan, m.imapUp, m.imapErrors, m.imapFetched, m.imapMoved, m.imapPending)
 	return m
 }
 

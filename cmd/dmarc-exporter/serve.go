@@ -80,8 +80,8 @@ func (c *serveCmd) loadConfig() (*config.Config, error) {
 	if err := cfg.Complete(); err != nil {
 		return nil, err
 	}
-	if len(cfg.Directories) == 0 {
-		return nil, errors.New("no source: give --source.dir or directories in --config.file")
+	if len(cfg.Directories) == 0 && len(cfg.IMAP) == 0 {
+		return nil, errors.New("no source: give --source.dir, or directories or imap in --config.file")
 	}
 	return cfg, nil
 }
@@ -267,6 +267,14 @@ func (r *sourceRunner) start(ctx context.Context, cfg *config.Config) {
 			if err := dir.Run(ctx); err != nil {
 				r.log.Error("source stopped", "input", d.Name, "err", err)
 			}
+		}()
+	}
+	for _, m := range cfg.IMAP {
+		mbox := source.NewIMAP(m, r.store, r.metrics, r.log)
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			mbox.Run(ctx)
 		}()
 	}
 }
