@@ -51,12 +51,15 @@ func TestExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.Domains) != 2 || len(c.Directories) != 1 {
+	if len(c.Domains) != 2 || len(c.Directories) != 1 || len(c.IMAP) != 1 {
 		t.Fatalf("%+v", c)
 	}
 	d := c.Directories[0]
 	if d.Name != "reports" || time.Duration(d.RescanInterval) != 5*time.Minute || time.Duration(d.SettleTime) != 2*time.Second {
 		t.Errorf("directory %+v", d)
+	}
+	if m := c.IMAP[0]; m.Name != "rua" || m.Port != 993 || m.MaxMessageSize != 32<<20 || m.ArchiveFolder != "DMARC/Archive" {
+		t.Errorf("imap %+v", m)
 	}
 	if c.Limits != (Limits{ReportersPerDomain: 100, Domains: 100, LabelLength: 64}) {
 		t.Errorf("limits %+v", c.Limits)

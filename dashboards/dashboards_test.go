@@ -3,16 +3,19 @@
 // exactly what changed in Grafana's own format) and checked here: valid
 // JSON, fixed uids, unique panel ids, every panel and query on the
 // ${datasource} variable, and every metric a query names served by the
-// real exporter (or recorded by rules/dmarc.rules.yml).
+// real exporter (or recorded by rules/dmarc.rules.yml), the IMAP source's
+// against a real Dovecot.
 package dashboards
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -125,6 +128,17 @@ func TestDashboardsQueryServedMetrics(t *testing.T) {
 	dnsServer := testenv.StartDNS(t, "../testdata/dns/zones.txt")
 	for name := range exporterMetrics(t, "dmarc_dns_record_hash", 4, "--source.dir=../testdata/derived",
 		"--domain=good.example.test", "--dns.resolver="+dnsServer.Addr) {
+		served[name] = true
+	}
+	// And once on a real mailbox, for the IMAP source's own metrics.
+	mail := testenv.StartDovecot(t, testenv.DovecotOptions{Users: map[string]string{"rua": "pw"}})
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "pw"), []byte("pw"), 0o600)
+	_, port, _ := strings.Cut(mail.IMAPSAddr, ":")
+	cfg := fmt.Sprintf("imap:\n  - {name: rua, host: localhost, port: %s, ca_file: %s, username: rua, password_file: %s, archive_folder: A}\n",
+		port, mail.CAFile, filepath.Join(dir, "pw"))
+	os.WriteFile(filepath.Join(dir, "config.yml"), []byte(cfg), 0o644)
+	for name := range exporterMetrics(t, "dmarc_source_scans_total", 1, "--config.file="+filepath.Join(dir, "config.yml")) {
 		served[name] = true
 	}
 	recorded := recordingRules(t)

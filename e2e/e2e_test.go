@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-imap/v2/imapclient"
+
 	"github.com/dmarc-exporter/dmarc-exporter/internal/testenv"
 )
 
@@ -119,12 +121,14 @@ func TestEndToEnd(t *testing.T) {
 		exec.Command(bin, append(args, "--web.listen-address="+exporterAddr)...))
 
 	// A second exporter watches the DNS records of a domain, which an
-	// authoritative test server serves, so that the DNS panels have data.
+	// authoritative test server serves, and reads a real Dovecot mailbox,
+	// so that the DNS and IMAP panels have data.
 	dnsServer := testenv.StartDNS(t, "../testdata/dns/zones.txt")
+	mailCfg := mailbox(t, dir)
 	dnsExporterAddr := testenv.FreeAddr(t)
 	start(t, "exporter (DNS)", "http://"+dnsExporterAddr+"/-/ready", exec.Command(bin,
 		"--web.listen-address="+dnsExporterAddr, "--storage.path="+filepath.Join(dir, "state-dns"),
-		"--source.dir=../testdata/derived", "--domain=good.example.test", "--dns.resolver="+dnsServer.Addr))
+		"--config.file="+mailCfg, "--source.dir=../testdata/derived", "--domain=good.example.test", "--dns.resolver="+dnsServer.Addr))
 
 	// The webhook Alertmanager delivers to.
 	alerts := make(chan map[string]string, 100)
@@ -228,6 +232,37 @@ scrape_configs:
 			t.Errorf("%s: panel %q: %q returns no data", p.file, p.title, p.expr)
 		}
 	}
+}
+
+// mailbox starts a Dovecot holding one report mail and returns a
+// configuration file that reads it.
+func mailbox(t *testing.T, dir string) string {
+	t.Helper()
+	d := testenv.StartDovecot(t, testenv.DovecotOptions{Users: map[string]string{"rua": "pw"}})
+	c, err := imapclient.DialInsecure(d.IMAPAddr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Login("rua", "pw").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	mail, err := os.ReadFile("../testdata/corpus/email/freitagsrunde__google.eml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := c.Append("INBOX", int64(len(mail)), nil)
+	cmd.Write(mail)
+	cmd.Close()
+	if _, err := cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(dir, "pw"), "pw")
+	_, port, _ := strings.Cut(d.IMAPSAddr, ":")
+	cfg := filepath.Join(dir, "mailbox.yml")
+	write(t, cfg, fmt.Sprintf("imap:\n  - {name: rua, host: localhost, port: %s, ca_file: %s, username: rua, password_file: %s, archive_folder: Archive}\n",
+		port, d.CAFile, filepath.Join(dir, "pw")))
+	return cfg
 }
 
 // ageReporter rewrites the state so that a reporter sent daily reports, the

@@ -40,11 +40,11 @@ const (
 // to fill and inspect it.
 type mailbox struct {
 	*testenv.Dovecot
-	t *testing.T
+	t testing.TB
 	c *imapclient.Client
 }
 
-func startMailbox(t *testing.T, opts testenv.DovecotOptions) *mailbox {
+func startMailbox(t testing.TB, opts testenv.DovecotOptions) *mailbox {
 	t.Helper()
 	if opts.Users == nil {
 		opts.Users = map[string]string{imapUser: imapPass}
@@ -181,7 +181,7 @@ type imapRun struct {
 }
 
 // runIMAP runs a mailbox source with a real Store until the test ends.
-func runIMAP(t *testing.T, cfg config.IMAP, tweak func(*IMAP)) *imapRun {
+func runIMAP(t testing.TB, cfg config.IMAP, tweak func(*IMAP)) *imapRun {
 	t.Helper()
 	store, err := collector.Open(collector.Options{
 		Dir:            t.TempDir(),
@@ -212,7 +212,7 @@ func runIMAP(t *testing.T, cfg config.IMAP, tweak func(*IMAP)) *imapRun {
 func (r *imapRun) value(c prometheus.Collector) float64 { return testutil.ToFloat64(c) }
 
 // sum adds every series of a store metric.
-func sum(t *testing.T, store *collector.Store, name string, match ...string) float64 {
+func sum(t testing.TB, store *collector.Store, name string, match ...string) float64 {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(store)
