@@ -2,6 +2,7 @@ package dnsmon
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -124,5 +125,31 @@ func TestTreeWalkFailure(t *testing.T) {
 	}
 	if o := Observe(context.Background(), r, "sub.good.example.test", KindDMARC, ""); o.Err == nil || o.Problem != "" {
 		t.Errorf("monitor: err %v, problem %q", o.Err, o.Problem)
+	}
+}
+
+// TestSPFNetworks: the networks a record authorises, through an include,
+// a and mx terms with their prefix lengths; softfail terms authorise
+// nothing.
+func TestSPFNetworks(t *testing.T) {
+	r := testResolver(t)
+	for _, tt := range []struct {
+		domain string
+		want   string
+	}{
+		{"good.example.test", "[192.0.2.0/24 2001:db8::/32 192.0.2.25/32]"},
+		{"nets.example.test", "[203.0.113.64/28 2001:db8:2::/120 2001:db8:1::1/128 192.0.2.0/24 2001:db8::/32]"},
+		{"nodmarc.example.test", "[]"},
+	} {
+		nets, err := SPFNetworks(context.Background(), r, tt.domain)
+		if err != nil {
+			t.Errorf("%s: %v", tt.domain, err)
+		}
+		if got := fmt.Sprint(nets); got != tt.want {
+			t.Errorf("%s: %s, want %s", tt.domain, got, tt.want)
+		}
+	}
+	if _, err := SPFNetworks(context.Background(), r, "toomany.example.test"); err == nil || !strings.Contains(err.Error(), "too_many_lookups") {
+		t.Errorf("toomany: %v", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -133,4 +134,56 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) (*dns.M
 		last = &RcodeError{Name: name, Rcode: in.Rcode}
 	}
 	return nil, last
+}
+
+// PTR returns the names of the PTR records of ip, and their smallest TTL.
+func (r *Resolver) PTR(ctx context.Context, ip netip.Addr) ([]string, uint32, error) {
+	name, err := dns.ReverseAddr(ip.String())
+	if err != nil {
+		return nil, 0, err
+	}
+	msg, err := r.query(ctx, name, dns.TypePTR)
+	if err != nil {
+		return nil, 0, err
+	}
+	var out []string
+	var ttl uint32
+	for _, rr := range msg.Answer {
+		if p, ok := rr.(*dns.PTR); ok {
+			out = append(out, strings.ToLower(strings.TrimSuffix(p.Ptr, ".")))
+			if ttl == 0 || p.Hdr.Ttl < ttl {
+				ttl = p.Hdr.Ttl
+			}
+		}
+	}
+	return out, ttl, nil
+}
+
+// Addrs returns the addresses of name of one type (dns.TypeA or
+// dns.TypeAAAA), and their smallest TTL.
+func (r *Resolver) Addrs(ctx context.Context, name string, qtype uint16) ([]netip.Addr, uint32, error) {
+	msg, err := r.query(ctx, name, qtype)
+	if err != nil {
+		return nil, 0, err
+	}
+	var out []netip.Addr
+	var ttl uint32
+	for _, rr := range msg.Answer {
+		var ip net.IP
+		switch a := rr.(type) {
+		case *dns.A:
+			ip = a.A
+		case *dns.AAAA:
+			ip = a.AAAA
+		default:
+			continue
+		}
+		if addr, ok := netip.AddrFromSlice(ip); ok {
+			out = append(out, addr.Unmap())
+			if ttl == 0 || rr.Header().Ttl < ttl {
+				ttl = rr.Header().Ttl
+			}
+		}
+	}
+	return out, ttl, nil
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
+	"strconv"
 	"strings"
 
 	"github.com/miekg/dns"
@@ -78,6 +80,99 @@ type spfEval struct {
 	ctx context.Context
 	r   *Resolver
 	res *SPFResult
+	// nets, when not nil, collects the networks the record authorises
+	// (SPFNetworks).
+	nets *[]netip.Prefix
+}
+
+// SPFNetworks returns the networks that domain's SPF record authorises:
+// the ip4, ip6, a and mx terms that pass (no "-", "~" or "?"), through
+// includes and a redirect, within the RFC 7208 lookup limits. Terms that
+// depend on the message (exists, ptr, macros) authorise nothing here. On
+// an error, the networks found so far come with it.
+func SPFNetworks(ctx context.Context, r *Resolver, domain string) ([]netip.Prefix, error) {
+	nets := []netip.Prefix{}
+	e := &spfEval{ctx: ctx, r: r, res: &SPFResult{}, nets: &nets}
+	record, err := e.record(domain)
+	if err == nil {
+		err = e.eval(domain, record, nil)
+	}
+	return nets, err
+}
+
+// collect adds the networks of a passing ip4, ip6, a or mx term; spec is
+// the term after its name ("192.0.2.0/24", ":example.com/24//64", "/24").
+func (e *spfEval) collect(mech, target, spec string) error {
+	v4, v6 := 32, 128
+	if i := strings.IndexByte(spec, '/'); i >= 0 {
+		c4, c6, dual := strings.Cut(spec[i+1:], "//")
+		if strings.HasPrefix(spec[i:], "//") {
+			c4, c6, dual = "", spec[i+2:], true
+		}
+		if c4 != "" {
+			n, err := strconv.Atoi(c4)
+			if err != nil || n < 0 || n > 32 {
+				return &errSPF{"syntax", fmt.Sprintf("bad prefix length in %q", spec)}
+			}
+			v4 = n
+		}
+		if dual && c6 != "" {
+			n, err := strconv.Atoi(c6)
+			if err != nil || n < 0 || n > 128 {
+				return &errSPF{"syntax", fmt.Sprintf("bad prefix length in %q", spec)}
+			}
+			v6 = n
+		}
+	}
+	add := func(a netip.Addr) {
+		bits := v6
+		if a.Is4() {
+			bits = v4
+		}
+		if p, err := a.Prefix(bits); err == nil {
+			*e.nets = append(*e.nets, p)
+		}
+	}
+	switch mech {
+	case "ip4", "ip6":
+		arg := strings.TrimPrefix(spec, ":")
+		if p, err := netip.ParsePrefix(arg); err == nil {
+			*e.nets = append(*e.nets, p.Masked())
+			return nil
+		}
+		a, err := netip.ParseAddr(arg)
+		if err != nil {
+			return &errSPF{"syntax", fmt.Sprintf("%s:%s is not an address", mech, truncate(arg, 40))}
+		}
+		*e.nets = append(*e.nets, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+		return nil
+	case "mx":
+		hosts, err := e.r.MX(e.ctx, target)
+		if err != nil {
+			return &errSPF{"lookup_error", fmt.Sprintf("MX lookup of %s failed: %v", target, err)}
+		}
+		for _, h := range hosts[:min(len(hosts), maxMXNames)] {
+			if err := e.addrs(h, add); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return e.addrs(target, add)
+}
+
+// addrs looks up the A and AAAA records of name.
+func (e *spfEval) addrs(name string, add func(netip.Addr)) error {
+	for _, t := range []uint16{dns.TypeA, dns.TypeAAAA} {
+		as, _, err := e.r.Addrs(e.ctx, name, t)
+		if err != nil {
+			return &errSPF{"lookup_error", fmt.Sprintf("address lookup of %s failed: %v", name, err)}
+		}
+		for _, a := range as {
+			add(a)
+		}
+	}
+	return nil
 }
 
 // record returns the one SPF record of domain.
@@ -152,10 +247,12 @@ func (e *spfEval) eval(domain, record string, stack []string) error {
 			continue
 		}
 		mech := strings.TrimLeft(lt, "+-~?")
+		pass := len(mech) == len(lt) || lt[0] == '+'
 		name, arg, _ := strings.Cut(mech, ":")
 		if i := strings.IndexByte(name, '/'); i >= 0 {
 			name = name[:i]
 		}
+		spec := mech[len(name):]
 		if i := strings.IndexByte(arg, '/'); i >= 0 {
 			arg = arg[:i]
 		}
@@ -171,6 +268,11 @@ func (e *spfEval) eval(domain, record string, stack []string) error {
 		case "all":
 			sawAll = true
 		case "ip4", "ip6":
+			if e.nets != nil && pass {
+				if err := e.collect(name, "", spec); err != nil {
+					return err
+				}
+			}
 		case "include":
 			if arg == "" {
 				return &errSPF{"syntax", fmt.Sprintf("%s: include without a domain", domain)}
@@ -187,6 +289,11 @@ func (e *spfEval) eval(domain, record string, stack []string) error {
 			}
 			if err := e.resolves(name, target); err != nil {
 				return err
+			}
+			if e.nets != nil && pass && (name == "a" || name == "mx") {
+				if err := e.collect(name, target, strings.TrimPrefix(spec, ":"+arg)); err != nil {
+					return err
+				}
 			}
 		default:
 			return &errSPF{"syntax", fmt.Sprintf("%s: unknown term %q", domain, truncate(term, 40))}

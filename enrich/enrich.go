@@ -1,0 +1,261 @@
+// Package enrich says who sent the mail a DMARC record counts: the source
+// address's AS and country (from MaxMind-format databases, read offline),
+// its forward-confirmed name (reverse DNS with github.com/miekg/dns,
+// cached), the known sending service behind it (senders.yml and the
+// user's own list), whether the domain owner trusts it (configured
+// networks and services, and the networks the domain's SPF record
+// authorises), and from all that a class: authorized, forwarded,
+// mailing_list, misconfigured, unknown or threat (class.go).
+//
+// Nothing here may slow ingest for long: databases are memory-mapped,
+// names come from a cache or from lookups bounded in time and number, and
+// a failing resolver is paused.
+package enrich
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dmarc-exporter/dmarc-exporter/dnsmon"
+)
+
+// Identity is what is known of a source address.
+type Identity struct {
+	ASN     uint   // 0: unknown
+	ASOrg   string // the AS's organisation
+	Country string // ISO 3166 code
+	// Host is the registrable domain of the address's forward-confirmed
+	// name ("" when it has none).
+	Host string
+	// Sender is the known service the address belongs to, by its name or
+	// its AS; nil when none.
+	Sender *Sender
+	// TrustedNetwork says which trusted network holds the address:
+	// "configured" or "SPF record"; "" for none.
+	TrustedNetwork string
+	// TrustedService is set when Sender is one of the domain's trusted
+	// services.
+	TrustedService bool
+	// Own is set when Host is the domain's own registrable domain.
+	Own bool
+}
+
+// Name is the source_name label value: the known sender's name, else the
+// confirmed host's registrable domain, else "unknown".
+func (id Identity) Name() string {
+	switch {
+	case id.Sender != nil:
+		return id.Sender.Name
+	case id.Host != "":
+		return id.Host
+	}
+	return "unknown"
+}
+
+// ASNLabel is the source_asn label value.
+func (id Identity) ASNLabel() string {
+	if id.ASN == 0 {
+		return "unknown"
+	}
+	return strconv.FormatUint(uint64(id.ASN), 10)
+}
+
+// Trust is what a domain's owner trusts.
+type Trust struct {
+	Networks []netip.Prefix
+	Services []string // known sender names
+	// SPF trusts the networks the domain's own SPF record authorises.
+	SPF bool
+}
+
+// Options configure an Enricher; every part is optional.
+type Options struct {
+	ASN, Country *DB
+	Names        *Names
+	Senders      *Senders
+	// Trust is per domain; a policy domain uses the entry of the most
+	// specific domain at or above it.
+	Trust map[string]Trust
+	// Resolver expands SPF records for Trust.SPF.
+	Resolver *dnsmon.Resolver
+	Metrics  *Metrics
+	Log      *slog.Logger
+}
+
+// spfRefresh is how long the networks of an SPF record are used before
+// the record is read again.
+const spfRefresh = time.Hour
+
+// Enricher identifies and classifies sources.
+type Enricher struct {
+	opts Options
+
+	mu  sync.Mutex
+	spf map[string]spfNets // per trusted domain
+}
+
+type spfNets struct {
+	nets    []netip.Prefix
+	fetched time.Time
+}
+
+// New returns an Enricher.
+func New(opts Options) *Enricher {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics(nil)
+	}
+	return &Enricher{opts: opts, spf: map[string]spfNets{}}
+}
+
+// Identify returns the identity of each address, as sources of mail for
+// policyDomain. Names are looked up concurrently; ctx bounds how long.
+func (e *Enricher) Identify(ctx context.Context, policyDomain string, ips []netip.Addr) map[netip.Addr]Identity {
+	var names map[netip.Addr]string
+	if e.opts.Names != nil {
+		names = e.opts.Names.Resolve(ctx, ips)
+	}
+	trustDomain, trust := e.trustFor(policyDomain)
+	var spf []netip.Prefix
+	if trust.SPF {
+		spf = e.spfNetworks(ctx, trustDomain)
+	}
+	own := RegistrableDomain(policyDomain)
+	out := make(map[netip.Addr]Identity, len(ips))
+	for _, ip := range ips {
+		id := Identity{Host: names[ip]}
+		if e.opts.ASN != nil {
+			id.ASN, id.ASOrg = e.opts.ASN.ASN(ip)
+		}
+		if e.opts.Country != nil {
+			id.Country = e.opts.Country.Country(ip)
+		}
+		if e.opts.Senders != nil {
+			if id.Host != "" {
+				id.Sender = e.opts.Senders.ByDomain(id.Host)
+			}
+			if id.Sender == nil && id.ASN != 0 {
+				id.Sender = e.opts.Senders.ByASN(id.ASN)
+			}
+		}
+		id.Own = id.Host != "" && id.Host == own
+		for _, n := range trust.Networks {
+			if n.Contains(ip) {
+				id.TrustedNetwork = "configured"
+			}
+		}
+		for _, n := range spf {
+			if id.TrustedNetwork == "" && n.Contains(ip) {
+				id.TrustedNetwork = "SPF record"
+			}
+		}
+		if id.Sender != nil {
+			for _, s := range trust.Services {
+				id.TrustedService = id.TrustedService || s == id.Sender.Name
+			}
+		}
+		out[ip] = id
+	}
+	return out
+}
+
+// trustFor returns the trust of the most specific domain at or above
+// policyDomain.
+func (e *Enricher) trustFor(policyDomain string) (string, Trust) {
+	best := ""
+	for d := range e.opts.Trust {
+		if (policyDomain == d || strings.HasSuffix(policyDomain, "."+d)) && len(d) > len(best) {
+			best = d
+		}
+	}
+	return best, e.opts.Trust[best]
+}
+
+// spfNetworks returns the networks domain's SPF record authorises, read
+// again every spfRefresh; a failed read keeps the previous networks.
+func (e *Enricher) spfNetworks(ctx context.Context, domain string) []netip.Prefix {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	cur, ok := e.spf[domain]
+	if ok && time.Since(cur.fetched) < spfRefresh || e.opts.Resolver == nil {
+		return cur.nets
+	}
+	nets, err := dnsmon.SPFNetworks(ctx, e.opts.Resolver, domain)
+	cur.fetched = time.Now()
+	if err != nil {
+		e.opts.Metrics.lookupErrors.WithLabelValues("spf").Inc()
+		e.opts.Log.Warn("SPF networks of a trusted domain", "domain", domain, "err", err)
+		if len(nets) == 0 {
+			e.spf[domain] = cur
+			return cur.nets
+		}
+	}
+	cur.nets = nets
+	e.spf[domain] = cur
+	return nets
+}
+
+// Metrics are the enrichment's own health metrics.
+type Metrics struct {
+	cacheHits    prometheus.Counter
+	cacheMisses  prometheus.Counter
+	lookupErrors *prometheus.CounterVec
+}
+
+// NewMetrics creates the metrics and registers them with reg (nil: not
+// registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dmarc_enrichment_name_cache_hits_total",
+			Help: "Source addresses whose name came from the cache.",
+		}),
+		cacheMisses: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dmarc_enrichment_name_cache_misses_total",
+			Help: "Source addresses whose name was not cached (looked up, or skipped while lookups are paused).",
+		}),
+		lookupErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dmarc_enrichment_lookup_errors_total",
+			Help: "Failed lookups for enrichment, by kind: timeout, servfail, error (reverse DNS), skipped (paused after repeated failures), spf (the SPF record of a trusted domain).",
+		}, []string{"kind"}),
+	}
+	for _, k := range []string{"timeout", "servfail", "error", "skipped", "spf"} {
+		m.lookupErrors.WithLabelValues(k)
+	}
+	if reg != nil {
+		reg.MustRegister(m.cacheHits, m.cacheMisses, m.lookupErrors)
+	}
+	return m
+}
+
+// DatabaseCollector serves the build time of the databases in use, as
+// dmarc_enrichment_database_build_timestamp_seconds{database}.
+type DatabaseCollector struct {
+	DBs map[string]*DB // by kind: asn, country
+}
+
+var dbBuildDesc = prometheus.NewDesc("dmarc_enrichment_database_build_timestamp_seconds",
+	"When the MaxMind-format database in use was built, by kind (asn, country); reloaded when the file changes.",
+	[]string{"database"}, nil)
+
+// Describe implements prometheus.Collector.
+func (c DatabaseCollector) Describe(ch chan<- *prometheus.Desc) { ch <- dbBuildDesc }
+
+// Collect implements prometheus.Collector.
+func (c DatabaseCollector) Collect(ch chan<- prometheus.Metric) {
+	for kind, db := range c.DBs {
+		if db != nil {
+			db.reader() // pick up a new file
+			ch <- prometheus.MustNewConstMetric(dbBuildDesc, prometheus.GaugeValue, float64(db.BuildTime().Unix()), kind)
+		}
+	}
+}

@@ -1,0 +1,218 @@
+package enrich
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/maxmind/mmdbwriter"
+	"github.com/maxmind/mmdbwriter/mmdbtype"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/dmarc-exporter/dmarc-exporter/dnsmon"
+	"github.com/dmarc-exporter/dmarc-exporter/internal/testenv"
+)
+
+// Real networks and AS numbers of corpus sources.
+var testASNs = []struct {
+	network string
+	asn     uint32
+	org     string
+	country string
+}{
+	{"209.85.128.0/17", 15169, "GOOGLE", "US"},
+	{"54.240.0.0/18", 14618, "AMAZON-AES", "US"},
+	{"136.143.188.0/24", 2639, "ZOHO-AS", "US"},
+	{"40.107.0.0/16", 8075, "MICROSOFT-CORP-MSN-AS-BLOCK", "US"},
+	{"130.149.0.0/16", 680, "Verein zur Foerderung eines Deutschen Forschungsnetzes e.V.", "DE"},
+	{"2a00:1450::/32", 15169, "GOOGLE", "IE"},
+}
+
+// writeDB writes a MaxMind-format database of the given type with one
+// record per test network, made by value.
+func writeDB(t testing.TB, dbType string, value func(asn uint32, org, country string) mmdbtype.Map) string {
+	t.Helper()
+	tree, err := mmdbwriter.New(mmdbwriter.Options{DatabaseType: dbType, RecordSize: 24, BuildEpoch: 1700000000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range testASNs {
+		_, network, err := net.ParseCIDR(n.network)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tree.Insert(network, value(n.asn, n.org, n.country)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(t.TempDir(), dbType+".mmdb")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := tree.WriteTo(f); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func geoLiteASN(asn uint32, org, _ string) mmdbtype.Map {
+	return mmdbtype.Map{"autonomous_system_number": mmdbtype.Uint32(asn), "autonomous_system_organization": mmdbtype.String(org)}
+}
+
+func geoLiteCountry(_ uint32, _, country string) mmdbtype.Map {
+	return mmdbtype.Map{"country": mmdbtype.Map{"iso_code": mmdbtype.String(country)}}
+}
+
+// ipinfoLite has IPinfo Lite's shape: ASN and country in one record.
+func ipinfoLite(asn uint32, org, country string) mmdbtype.Map {
+	return mmdbtype.Map{"asn": mmdbtype.String("AS" + itoa(asn)), "as_name": mmdbtype.String(org),
+		"country_code": mmdbtype.String(country), "country": mmdbtype.String("Country " + country)}
+}
+
+func itoa(n uint32) string { return strconv.FormatUint(uint64(n), 10) }
+
+func value(c prometheus.Collector) float64 { return testutil.ToFloat64(c) }
+
+func openDB(t testing.TB, path string) *DB {
+	t.Helper()
+	db, err := OpenDB(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+// TestDatabases: AS and country from GeoLite2-shaped and IPinfo-shaped
+// databases; an address in none is unknown.
+func TestDatabases(t *testing.T) {
+	asn := openDB(t, writeDB(t, "GeoLite2-ASN", geoLiteASN))
+	country := openDB(t, writeDB(t, "GeoLite2-Country", geoLiteCountry))
+	ipinfo := openDB(t, writeDB(t, "ipinfo_lite", ipinfoLite))
+	for _, tt := range []struct {
+		ip      string
+		asn     uint
+		org     string
+		country string
+	}{
+		{"209.85.220.69", 15169, "GOOGLE", "US"},
+		{"136.143.188.8", 2639, "ZOHO-AS", "US"},
+		{"130.149.246.218", 680, "Verein zur Foerderung eines Deutschen Forschungsnetzes e.V.", "DE"},
+		{"2a00:1450:4864:20::541", 15169, "GOOGLE", "IE"},
+		{"192.0.2.1", 0, "", ""},
+	} {
+		ip := netip.MustParseAddr(tt.ip)
+		for name, db := range map[string][2]*DB{"geolite": {asn, country}, "ipinfo": {ipinfo, ipinfo}} {
+			n, org := db[0].ASN(ip)
+			if n != tt.asn || org != tt.org {
+				t.Errorf("%s %s: AS %d %q, want %d %q", name, tt.ip, n, org, tt.asn, tt.org)
+			}
+			if c := db[1].Country(ip); c != tt.country {
+				t.Errorf("%s %s: country %q, want %q", name, tt.ip, c, tt.country)
+			}
+		}
+	}
+	if got := asn.BuildTime().Unix(); got != 1700000000 {
+		t.Errorf("build time %d", got)
+	}
+}
+
+// TestDatabaseReload: a new file at the same path is used once noticed.
+func TestDatabaseReload(t *testing.T) {
+	path := writeDB(t, "GeoLite2-ASN", geoLiteASN)
+	db := openDB(t, path)
+	now := time.Now()
+	db.now = func() time.Time { return now }
+	ip := netip.MustParseAddr("209.85.220.69")
+	if n, _ := db.ASN(ip); n != 15169 {
+		t.Fatalf("AS %d", n)
+	}
+	other := writeDB(t, "GeoLite2-ASN", func(_ uint32, _, _ string) mmdbtype.Map {
+		return mmdbtype.Map{"autonomous_system_number": mmdbtype.Uint32(64512), "autonomous_system_organization": mmdbtype.String("NEW")}
+	})
+	data, _ := os.ReadFile(other)
+	tmp := path + ".tmp"
+	os.WriteFile(tmp, data, 0o644)
+	future := time.Now().Add(time.Minute)
+	os.Chtimes(tmp, future, future)
+	os.Rename(tmp, path) // as a download script replaces it
+	if n, _ := db.ASN(ip); n != 15169 {
+		t.Fatalf("AS %d before the next check", n)
+	}
+	now = now.Add(statEvery + time.Second)
+	if n, org := db.ASN(ip); n != 64512 || org != "NEW" {
+		t.Fatalf("AS %d %q after the file changed", n, org)
+	}
+}
+
+func testNames(t testing.TB) (*Names, *testenv.DNSServer, *Metrics) {
+	srv := testenv.StartDNS(t, "testdata/names.zone")
+	m := NewMetrics(nil)
+	r := &dnsmon.Resolver{Servers: []string{srv.Addr}, Timeout: time.Second}
+	return NewNames(r, time.Second, 4, 0, m), srv, m
+}
+
+// TestNames: forward-confirmed names reduced to their registrable domain;
+// a PTR name that does not lead back, SERVFAIL and a dead resolver give
+// no name, are counted, and are cached for a while.
+func TestNames(t *testing.T) {
+	names, srv, m := testNames(t)
+	ips := []netip.Addr{
+		netip.MustParseAddr("209.85.220.69"),   // mail-sor-f69.google.com
+		netip.MustParseAddr("136.143.188.8"),   // sender4-op-o8.zoho.com
+		netip.MustParseAddr("130.149.246.218"), // PTR forged.example.net, whose A is elsewhere
+		netip.MustParseAddr("198.51.100.7"),    // no PTR
+	}
+	got := names.Resolve(context.Background(), ips)
+	if len(got) != 2 || got[ips[0]] != "google.com" || got[ips[1]] != "zoho.com" {
+		t.Fatalf("names %v", got)
+	}
+	if hits, misses := value(m.cacheHits), value(m.cacheMisses); hits != 0 || misses != 4 {
+		t.Errorf("hits %v misses %v", hits, misses)
+	}
+	names.Resolve(context.Background(), ips)
+	if hits := value(m.cacheHits); hits != 4 {
+		t.Errorf("second pass: %v cache hits, want 4", hits)
+	}
+
+	srv.Fail("8.188.143.136.in-addr.arpa", true)
+	fresh := NewNames(&dnsmon.Resolver{Servers: []string{srv.Addr}, Timeout: time.Second}, time.Second, 4, 0, m)
+	if got := fresh.Resolve(context.Background(), ips[1:2]); len(got) != 0 {
+		t.Errorf("SERVFAIL gave %v", got)
+	}
+	if n := value(m.lookupErrors.WithLabelValues("servfail")); n != 1 {
+		t.Errorf("servfail errors %v", n)
+	}
+}
+
+// TestNamesDeadResolver: a resolver that never answers costs a few
+// lookups their timeout; then lookups are paused and skipped.
+func TestNamesDeadResolver(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0") // reads nothing, answers nothing
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	m := NewMetrics(nil)
+	names := NewNames(&dnsmon.Resolver{Servers: []string{pc.LocalAddr().String()}, Timeout: time.Second}, 200*time.Millisecond, 2, 0, m)
+	var ips []netip.Addr
+	for i := range 40 {
+		ips = append(ips, netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}))
+	}
+	if got := names.Resolve(context.Background(), ips); len(got) != 0 {
+		t.Fatalf("names %v", got)
+	}
+	// Lookups stop after breakerFailures timeouts (a few more were
+	// already running): the rest are skipped without a query.
+	timeouts, skipped := value(m.lookupErrors.WithLabelValues("timeout")), value(m.lookupErrors.WithLabelValues("skipped"))
+	if timeouts+skipped != 40 || timeouts > breakerFailures+2 {
+		t.Errorf("timeouts %v, skipped %v", timeouts, skipped)
+	}
+}
