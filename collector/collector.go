@@ -50,6 +50,9 @@ var (
 	overridesFamily = newFamily("dmarc_policy_override_messages_total",
 		"Messages whose disposition the receiver overrode, by reason (forwarded, sampled_out, trusted_forwarder, mailing_list, local_policy, policy_test_mode, other).",
 		true, "domain", "reporter", "reason")
+	sourcesFamily = newFamily("dmarc_source_messages_total",
+		"Messages reported in DMARC aggregate reports by who sent them: the source address's AS number and organisation, country, name (known sender, else the registrable domain of its forward-confirmed name) and class (authorized, forwarded, mailing_list, misconfigured, unknown, threat), with the applied disposition and DMARC result. unknown where no database or name says.",
+		true, "domain", "source_asn", "source_org", "source_country", "source_name", "source_class", "disposition", "dmarc")
 	lastEndFamily = newFamily("dmarc_report_end_timestamp_seconds",
 		"End of the date range of the newest report ingested, by domain and reporter (a range ending in the future counts as ending at ingest).",
 		false, "domain", "reporter")
@@ -135,7 +138,7 @@ var (
 	families = []*family{dnsPresentFamily, dnsValidFamily, dnsErrorFamily, dnsHashFamily, dnsChangeFamily,
 		dnsLookupErrorsFamily, spfLookupsFamily, spfVoidFamily, dkimBitsFamily, dmarcPolicyFamily, spfValidFamily, spfErrorFamily, lastReportFamily, intervalFamily, silentFamily, failuresFamily, failureDuplicatesFamily, tlsReportsFamily, tlsDuplicatesFamily,
 		tlsSessionsFamily, tlsFailedFamily, messagesFamily, reportsFamily, domainReportsFamily, duplicatesFamily, rejectedFamily,
-		invalidRecordsFamily, overridesFamily, lastEndFamily, anomaliesFamily, overflowFamily, dedupKeysFamily,
+		invalidRecordsFamily, overridesFamily, sourcesFamily, lastEndFamily, anomaliesFamily, overflowFamily, dedupKeysFamily,
 		lastSaveFamily, saveErrorsFamily}
 )
 
@@ -238,6 +241,11 @@ func (s *Store) visit(fn func(f *family, v float64, labelValues ...string)) {
 			silent = 1
 		}
 		fn(silentFamily, silent, w.domain, w.reporter)
+	}
+	for k, v := range s.live.sources {
+		if shown(k.domain) {
+			fn(sourcesFamily, s.served(k, v, now), k.domain, k.asn, k.org, k.country, k.name, k.class, k.disposition, k.dmarc)
+		}
 	}
 	for k, v := range s.live.overrides {
 		if shown(k.domain) {

@@ -463,3 +463,47 @@ func TestNewSeriesServedAtZero(t *testing.T) {
 		t.Errorf("an existing series served %v after its second report, want 2", got)
 	}
 }
+
+// TestSourceCaps: per domain, distinct source_asn, source_country and
+// source_name values are capped; the rest go to "other" (the AS
+// organisation with its AS number) and are counted as overflow.
+func TestSourceCaps(t *testing.T) {
+	limits := config.Default().Limits
+	limits.SourcesPerDomain = 2
+	s, err := Open(Options{Dir: t.TempDir(), Limits: limits, DedupRetention: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch := map[sourceCombo]uint64{}
+	for i, asn := range []string{"15169", "8075", "14618", "2639"} {
+		batch[sourceCombo{asn: asn, org: "org" + asn, country: "US", name: fmt.Sprintf("name%d", i), class: "authorized", disposition: "none", dmarc: "pass"}] = 10
+	}
+	s.mu.Lock()
+	s.stageSources("example.com", batch)
+	s.stageSources("example.org", batch) // a cap per domain
+	s.mu.Unlock()
+	if err := s.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	asns, others := map[string]float64{}, 0.0
+	for k, v := range s.live.sources {
+		if k.domain == "example.com" {
+			asns[k.asn] += float64(v)
+			if k.asn == otherLabel && k.org != otherLabel {
+				t.Errorf("AS other with org %q", k.org)
+			}
+			if k.name == otherLabel {
+				others += float64(v)
+			}
+		}
+	}
+	if len(asns) != 3 || asns[otherLabel] != 20 {
+		t.Errorf("AS values %v", asns)
+	}
+	if others != 20 {
+		t.Errorf("%v messages under name other, want 20", others)
+	}
+	if got := s.live.overflow["source_asn"]; got != 4 {
+		t.Errorf("source_asn overflow %d, want 2 per domain", got)
+	}
+}

@@ -26,6 +26,7 @@ func (s *Store) markFresh(old, batch *counters, now time.Time) {
 	markNew(s.fresh, now, old.messages, batch.messages, asIs)
 	markNew(s.fresh, now, old.reporters, batch.reporters, asIs)
 	markNew(s.fresh, now, old.overrides, batch.overrides, asIs)
+	markNew(s.fresh, now, old.sources, batch.sources, asIs)
 	markNew(s.fresh, now, old.domains, batch.domains, func(k string) any { return freshDomain(k) })
 	markNew(s.fresh, now, old.rejected, batch.rejected, asIs)
 	markNew(s.fresh, now, old.tlsSessions, batch.tlsSessions, asIs)

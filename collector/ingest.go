@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dmarc-exporter/dmarc-exporter/enrich"
 	"github.com/dmarc-exporter/dmarc-exporter/report"
 )
 
@@ -57,6 +58,7 @@ type parsedReport struct {
 	overrides    map[string]uint64
 	invalid      uint64
 	selectors    map[string]struct{} // DKIM selectors of the policy domain's signatures
+	sources      map[sourceCombo]uint64
 }
 
 // parsedFile is every report of one input.
@@ -68,7 +70,7 @@ type parsedFile struct {
 
 // parseFile reads every report of one input. It fails as a whole when any
 // part fails, so that a file is counted entirely or not at all.
-func parseFile(r io.Reader, lim report.Limits, labelLength int) (*parsedFile, error) {
+func parseFile(r io.Reader, lim report.Limits, labelLength int, e *enrich.Enricher) (*parsedFile, error) {
 	out := &parsedFile{}
 	err := report.Walk(r, lim, func(doc report.Document) error {
 		switch doc.Kind {
@@ -100,6 +102,7 @@ func parseFile(r io.Reader, lim report.Limits, labelLength int) (*parsedFile, er
 			selectors:    map[string]struct{}{},
 		}
 		p.id = dedupKey(reporterIdentity(hdr.Metadata.Email, hdr.Metadata.OrgName), hdr.Metadata.ReportID, p.begin, p.end, p.policyDomain)
+		sources := map[sourceRecord]uint64{}
 		for rec, err := range dec.All() {
 			if err != nil {
 				return err
@@ -108,7 +111,11 @@ func parseFile(r io.Reader, lim report.Limits, labelLength int) (*parsedFile, er
 				p.invalid++
 				continue
 			}
-			p.messages[combo(rec)] += rec.Count
+			k := combo(rec)
+			p.messages[k] += rec.Count
+			if e != nil {
+				sources[sourceRecordOf(rec, k)] += rec.Count
+			}
 			for _, reason := range overrideReasons(rec) {
 				p.overrides[reason] += rec.Count
 			}
@@ -118,6 +125,7 @@ func parseFile(r io.Reader, lim report.Limits, labelLength int) (*parsedFile, er
 				}
 			}
 		}
+		p.sources = enrichReport(e, p.policyDomain, sources, labelLength)
 		out.aggregates = append(out.aggregates, p)
 		return nil
 	})
@@ -235,9 +243,9 @@ func (s *Store) Seen(path, mark string) (seen, rejected bool) {
 // nothing: the file is to be read again.
 func (s *Store) IngestFile(source, path, mark string, r io.Reader) error {
 	s.mu.RLock()
-	labelLength := s.opts.Limits.LabelLength
+	labelLength, enricher := s.opts.Limits.LabelLength, s.opts.Enricher
 	s.mu.RUnlock()
-	parsed, err := parseFile(r, s.opts.ReportLimits, labelLength)
+	parsed, err := parseFile(r, s.opts.ReportLimits, labelLength, enricher)
 	if errors.Is(err, report.ErrRead) {
 		return err
 	}
@@ -322,6 +330,7 @@ func (s *Store) stage(source string, p *parsedReport, now time.Time) {
 	for reason, n := range p.overrides {
 		s.pending.overrides[overrideKey{domain, reporter, s.in.get(reason)}] += n
 	}
+	s.stageSources(domain, p.sources)
 }
 
 // domainLabel returns the domain label of a policy domain: the most

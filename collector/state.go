@@ -78,6 +78,18 @@ func mergeEnds(a, b []int64) []int64 {
 
 type overrideKey struct{ domain, reporter, reason string }
 
+type sourceJSON struct {
+	Domain      string `json:"domain"`
+	ASN         string `json:"asn"`
+	Org         string `json:"org"`
+	Country     string `json:"country"`
+	Name        string `json:"name"`
+	Class       string `json:"class"`
+	Disposition string `json:"disposition"`
+	DMARC       string `json:"dmarc"`
+	Value       uint64 `json:"value"`
+}
+
 type rejectKey struct{ source, reason string }
 
 // counters is everything that is counted. The live state and a pending
@@ -86,7 +98,8 @@ type counters struct {
 	messages  map[msgKey]uint64
 	reporters map[reporterKey]*reporterStats
 	overrides map[overrideKey]uint64
-	domains   map[string]uint64 // reports per domain
+	sources   map[sourceKey]uint64 // messages by source identity and class
+	domains   map[string]uint64    // reports per domain
 	rejected  map[rejectKey]uint64
 	overflow  map[string]uint64 // label name -> values sent to "other"
 	// dedup maps a report's identity to when it was first ingested.
@@ -111,6 +124,7 @@ func newCounters() *counters {
 		messages:  map[msgKey]uint64{},
 		reporters: map[reporterKey]*reporterStats{},
 		overrides: map[overrideKey]uint64{},
+		sources:   map[sourceKey]uint64{},
 		domains:   map[string]uint64{},
 		rejected:  map[rejectKey]uint64{},
 		overflow:  map[string]uint64{},
@@ -128,7 +142,7 @@ func newCounters() *counters {
 }
 
 func (c *counters) empty() bool {
-	return len(c.messages) == 0 && len(c.reporters) == 0 && len(c.overrides) == 0 && len(c.domains) == 0 &&
+	return len(c.messages) == 0 && len(c.reporters) == 0 && len(c.overrides) == 0 && len(c.sources) == 0 && len(c.domains) == 0 &&
 		len(c.rejected) == 0 && len(c.overflow) == 0 && len(c.dedup) == 0 && len(c.files) == 0 &&
 		len(c.tlsReporters) == 0 && len(c.tlsSessions) == 0 && len(c.tlsFailed) == 0 &&
 		len(c.failureReporters) == 0 && len(c.failures) == 0 && len(c.samples) == 0 &&
@@ -198,6 +212,9 @@ func (c *counters) merge(b *counters, maxSamples int) {
 	for k, v := range b.overrides {
 		c.overrides[k] += v
 	}
+	for k, v := range b.sources {
+		c.sources[k] += v
+	}
 	for k, v := range b.domains {
 		c.domains[k] += v
 	}
@@ -224,6 +241,7 @@ type stateFile struct {
 	Messages  []messageJSON     `json:"messages"`
 	Reporters []reporterJSON    `json:"reporters"`
 	Overrides []overrideJSON    `json:"overrides"`
+	Sources   []sourceJSON      `json:"sources,omitempty"`
 	Domains   map[string]uint64 `json:"domains"`
 	Rejected  []rejectJSON      `json:"rejected"`
 	Overflow  map[string]uint64 `json:"overflow"`
@@ -314,6 +332,9 @@ func (c *counters) toFile() *stateFile {
 	for k, v := range c.overrides {
 		f.Overrides = append(f.Overrides, overrideJSON{k.domain, k.reporter, k.reason, v})
 	}
+	for k, v := range c.sources {
+		f.Sources = append(f.Sources, sourceJSON{k.domain, k.asn, k.org, k.country, k.name, k.class, k.disposition, k.dmarc, v})
+	}
 	for k, v := range c.rejected {
 		f.Rejected = append(f.Rejected, rejectJSON{k.source, k.reason, v})
 	}
@@ -357,6 +378,10 @@ func fromFile(f *stateFile, in *interner) *counters {
 	}
 	for _, o := range f.Overrides {
 		c.overrides[overrideKey{in.get(o.Domain), in.get(o.Reporter), in.get(o.Reason)}] = o.Value
+	}
+	for _, x := range f.Sources {
+		c.sources[sourceKey{in.get(x.Domain), in.get(x.ASN), in.get(x.Org), in.get(x.Country), in.get(x.Name),
+			in.get(x.Class), in.get(x.Disposition), in.get(x.DMARC)}] = x.Value
 	}
 	for k, v := range f.Domains {
 		c.domains[in.get(k)] = v

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/dmarc-exporter/dmarc-exporter/config"
+	"github.com/dmarc-exporter/dmarc-exporter/enrich"
 	"github.com/dmarc-exporter/dmarc-exporter/report"
 )
 
@@ -48,6 +49,9 @@ type Options struct {
 	// ExpectedReporters are, per domain, reporter labels the watchdog
 	// watches before they were ever seen.
 	ExpectedReporters map[string][]string
+	// Enricher identifies and classifies the sources of records for
+	// dmarc_source_messages_total; nil counts no sources.
+	Enricher *enrich.Enricher
 	// NewSeriesDelay is how long a new counter series is served at 0
 	// (fresh.go); 0 serves values at once.
 	NewSeriesDelay time.Duration
@@ -71,6 +75,9 @@ type Store struct {
 	fresh        map[any]time.Time // series made live lately: served at 0 (fresh.go)
 	in           *interner
 	reporterSets map[string]map[string]struct{} // domain -> reporters, live and pending
+	// Per domain, the source_asn, source_country and source_name values
+	// in use, live and pending, for their caps.
+	sourceASNs, sourceCountries, sourceNames map[string]map[string]struct{}
 
 	lastTextSize atomic.Int64 // size of the last /metrics text, to size the next
 
@@ -98,7 +105,9 @@ func Open(opts Options) (*Store, error) {
 		dirty:        true, // the first Commit writes the file
 		in:           newInterner(),
 		reporterSets: map[string]map[string]struct{}{},
-		fresh:        map[any]time.Time{},
+		sourceASNs:   map[string]map[string]struct{}{}, sourceCountries: map[string]map[string]struct{}{},
+		sourceNames: map[string]map[string]struct{}{},
+		fresh:       map[any]time.Time{},
 	}
 	live, created, err := loadState(s.path, s.in, opts.Now())
 	if err != nil {
@@ -118,6 +127,17 @@ func Open(opts Options) (*Store, error) {
 				s.reporterSets[k.domain] = map[string]struct{}{}
 			}
 			s.reporterSets[k.domain][k.reporter] = struct{}{}
+		}
+	}
+	for k := range live.sources {
+		for _, m := range []struct {
+			sets  map[string]map[string]struct{}
+			value string
+		}{{s.sourceASNs, k.asn}, {s.sourceCountries, k.country}, {s.sourceNames, k.name}} {
+			if m.sets[k.domain] == nil {
+				m.sets[k.domain] = map[string]struct{}{}
+			}
+			m.sets[k.domain][m.value] = struct{}{}
 		}
 	}
 	for d := range live.domains {
@@ -144,6 +164,13 @@ func (s *Store) SetConfig(domains, sources []string, limits config.Limits, dedup
 	s.opts.Sources = slices.Clone(sources)
 	s.opts.Limits = limits
 	s.opts.DedupRetention = dedupRetention
+}
+
+// SetEnricher replaces the enricher (after a reload).
+func (s *Store) SetEnricher(e *enrich.Enricher) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.opts.Enricher = e
 }
 
 // Commit writes the state file with the pending batch added, and only

@@ -39,6 +39,7 @@ type Config struct {
 	// watches even before their first report.
 	ExpectedReporters map[string][]string `yaml:"expected_reporters"`
 	DNS               DNS                 `yaml:"dns"`
+	Senders           Senders             `yaml:"senders"`
 }
 
 // DNS configures the DNS record monitor, which watches the records of the
@@ -78,6 +79,9 @@ type Limits struct {
 	Domains int `yaml:"domains"`
 	// LabelLength caps the length of a label value taken from a report.
 	LabelLength int `yaml:"label_length"`
+	// SourcesPerDomain caps, per domain, the distinct values of each of
+	// source_asn, source_name and source_country.
+	SourcesPerDomain int `yaml:"sources_per_domain"`
 }
 
 // State configures what the state file keeps.
@@ -117,6 +121,7 @@ const (
 	DefaultReportersPerDomain = 100
 	DefaultDomains            = 100
 	DefaultLabelLength        = 64
+	DefaultSourcesPerDomain   = 100
 	DefaultDedupRetention     = Duration(800 * 24 * time.Hour)
 	MaxFailureSamples         = 1000
 	DefaultDNSInterval        = Duration(time.Hour)
@@ -138,6 +143,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Limits.LabelLength == 0 {
 		c.Limits.LabelLength = DefaultLabelLength
+	}
+	if c.Limits.SourcesPerDomain == 0 {
+		c.Limits.SourcesPerDomain = DefaultSourcesPerDomain
 	}
 	if c.DNS.Interval == nil {
 		d := DefaultDNSInterval
@@ -161,6 +169,7 @@ func (c *Config) setDefaults() {
 	for i := range c.IMAP {
 		c.IMAP[i].setDefaults()
 	}
+	c.Senders.setDefaults()
 }
 
 // Load reads and checks a configuration file.
@@ -243,6 +252,9 @@ func (c *Config) validate() error {
 			return fmt.Errorf("directories[%d]: rescan_interval %s is shorter than 1s", i, d.RescanInterval)
 		}
 	}
+	if err := c.Senders.validate(c.Domains); err != nil {
+		return err
+	}
 	for i := range c.IMAP {
 		m := &c.IMAP[i]
 		if err := m.validate(); err != nil {
@@ -258,6 +270,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("limits.reporters_per_domain must be at least 1")
 	case c.Limits.Domains < 1:
 		return fmt.Errorf("limits.domains must be at least 1")
+	case c.Limits.SourcesPerDomain < 1:
+		return fmt.Errorf("limits.sources_per_domain must be at least 1")
 	case c.Limits.LabelLength < 16:
 		return fmt.Errorf("limits.label_length must be at least 16")
 	case time.Duration(c.State.DedupRetention) < 24*time.Hour:

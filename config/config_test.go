@@ -22,6 +22,7 @@ func TestBadConfigs(t *testing.T) {
 		"imap-password.bad.yml":           "imap[0] (dmarc@example.com@imap.example.com/INBOX): password must not be written in the configuration: use password_file or password_env",
 		"imap-plaintext.bad.yml":          "tls: none sends the password in clear text; set insecure: true to allow it",
 		"imap-oauth-no-token.bad.yml":     "oauth2 needs a refresh token, or a client secret for the client credentials flow",
+		"senders-network.bad.yml":         `senders.trusted: example.com: "192.0.2.0/33" is not a network`,
 		"imap-size.bad.yml":               `line 5: "lots" is not a size (such as 32MiB or 500KB)`,
 	}
 	files, _ := filepath.Glob("testdata/*.bad.yml")
@@ -61,7 +62,10 @@ func TestExample(t *testing.T) {
 	if m := c.IMAP[0]; m.Name != "rua" || m.Port != 993 || m.MaxMessageSize != 32<<20 || m.ArchiveFolder != "DMARC/Archive" {
 		t.Errorf("imap %+v", m)
 	}
-	if c.Limits != (Limits{ReportersPerDomain: 100, Domains: 100, LabelLength: 64}) {
+	if tr := c.Senders.Trusted["example.com"]; len(tr.Networks) != 1 || !tr.SPF || len(tr.Services) != 2 || !*c.Senders.ReverseDNS {
+		t.Errorf("senders %+v", c.Senders)
+	}
+	if c.Limits != (Limits{ReportersPerDomain: 100, Domains: 100, LabelLength: 64, SourcesPerDomain: 100}) {
 		t.Errorf("limits %+v", c.Limits)
 	}
 }

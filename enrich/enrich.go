@@ -240,19 +240,29 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 // DatabaseCollector serves the build time of the databases in use, as
 // dmarc_enrichment_database_build_timestamp_seconds{database}.
 type DatabaseCollector struct {
-	DBs map[string]*DB // by kind: asn, country
+	mu  sync.Mutex
+	dbs map[string]*DB // by kind: asn, country
+}
+
+// Set replaces the databases served (after a reload).
+func (c *DatabaseCollector) Set(dbs map[string]*DB) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.dbs = dbs
 }
 
 var dbBuildDesc = prometheus.NewDesc("dmarc_enrichment_database_build_timestamp_seconds",
-	"When the MaxMind-format database in use was built, by kind (asn, country); reloaded when the file changes.",
+	"When the MaxMind-format database in use was built, by kind (asn, country); the file is read again when it changes.",
 	[]string{"database"}, nil)
 
 // Describe implements prometheus.Collector.
-func (c DatabaseCollector) Describe(ch chan<- *prometheus.Desc) { ch <- dbBuildDesc }
+func (c *DatabaseCollector) Describe(ch chan<- *prometheus.Desc) { ch <- dbBuildDesc }
 
 // Collect implements prometheus.Collector.
-func (c DatabaseCollector) Collect(ch chan<- prometheus.Metric) {
-	for kind, db := range c.DBs {
+func (c *DatabaseCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for kind, db := range c.dbs {
 		if db != nil {
 			db.reader() // pick up a new file
 			ch <- prometheus.MustNewConstMetric(dbBuildDesc, prometheus.GaugeValue, float64(db.BuildTime().Unix()), kind)

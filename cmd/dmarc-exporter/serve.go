@@ -26,6 +26,7 @@ import (
 	"github.com/dmarc-exporter/dmarc-exporter/collector"
 	"github.com/dmarc-exporter/dmarc-exporter/config"
 	"github.com/dmarc-exporter/dmarc-exporter/dnsmon"
+	"github.com/dmarc-exporter/dmarc-exporter/enrich"
 	"github.com/dmarc-exporter/dmarc-exporter/report"
 	"github.com/dmarc-exporter/dmarc-exporter/source"
 )
@@ -44,6 +45,8 @@ type serveCmd struct {
 	storagePath    *string
 	telemetryPath  *string
 	newSeriesDelay *time.Duration
+	asnDatabase    *string
+	countryDB      *string
 	webFlags       *web.FlagConfig
 	logConfig      *promslog.Config
 }
@@ -57,6 +60,8 @@ func newServeCmd(app *kingpin.Application) *serveCmd {
 	c.storagePath = app.Flag("storage.path", "Directory of the state file.").Default("data").String()
 	c.telemetryPath = app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").String()
 	c.newSeriesDelay = app.Flag("metrics.new-series-delay", "Serve a new counter series at 0 this long before its value, so that increase() counts its first report; at least the scrape interval.").Default("2m").Duration()
+	c.asnDatabase = app.Flag("senders.asn-database", "MaxMind-format ASN database (GeoLite2-ASN, DB-IP ASN Lite, IPinfo Lite), instead of senders.asn_database.").String()
+	c.countryDB = app.Flag("senders.country-database", "MaxMind-format country database, instead of senders.country_database.").String()
 	c.webFlags = kingpinflag.AddFlags(app, defaultListenAddress)
 	c.logConfig = &promslog.Config{}
 	promslogflag.AddFlags(app, c.logConfig)
@@ -77,6 +82,12 @@ func (c *serveCmd) loadConfig() (*config.Config, error) {
 		cfg.Directories = append(cfg.Directories, config.Directory{Path: dir})
 	}
 	cfg.Domains = append(cfg.Domains, *c.domains...)
+	if *c.asnDatabase != "" {
+		cfg.Senders.ASNDatabase = *c.asnDatabase
+	}
+	if *c.countryDB != "" {
+		cfg.Senders.CountryDatabase = *c.countryDB
+	}
 	if err := cfg.Complete(); err != nil {
 		return nil, err
 	}
@@ -109,6 +120,19 @@ func (c *serveCmd) run(resolvers []string, stdout, stderr io.Writer) int {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	resolver, err := newResolver(resolvers)
+	if err != nil {
+		logger.Warn("no DNS resolver: the DNS monitor and source names are off", "err", err)
+	}
+	enrichMetrics := enrich.NewMetrics(reg)
+	databases := &enrich.DatabaseCollector{}
+	reg.MustRegister(databases)
+	enricher, dbs, err := buildEnricher(cfg.Senders, resolver, enrichMetrics, logger)
+	if err != nil {
+		logger.Error("configuration", "err", err)
+		return 1
+	}
+	databases.Set(dbs)
 	store, err := collector.Open(collector.Options{
 		Dir:               *c.storagePath,
 		Domains:           cfg.Domains,
@@ -119,6 +143,7 @@ func (c *serveCmd) run(resolvers []string, stdout, stderr io.Writer) int {
 		FailureSamples:    cfg.FailureSamples,
 		ExpectedReporters: cfg.ExpectedReporters,
 		NewSeriesDelay:    *c.newSeriesDelay,
+		Enricher:          enricher,
 		Logger:            logger,
 	})
 	if err != nil {
@@ -140,10 +165,6 @@ func (c *serveCmd) run(resolvers []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	resolver, err := newResolver(resolvers)
-	if err != nil {
-		logger.Warn("no DNS resolver: the DNS monitor is off", "err", err)
-	}
 	sources := &sourceRunner{store: store, metrics: source.NewMetrics(reg), log: logger, resolver: resolver}
 	sources.start(ctx, cfg)
 
@@ -152,11 +173,18 @@ func (c *serveCmd) run(resolvers []string, stdout, stderr io.Writer) int {
 		reloadMu.Lock()
 		defer reloadMu.Unlock()
 		cfg, err := c.loadConfig()
+		var enricher *enrich.Enricher
+		var dbs map[string]*enrich.DB
+		if err == nil {
+			enricher, dbs, err = buildEnricher(cfg.Senders, resolver, enrichMetrics, logger)
+		}
 		if err != nil {
 			reloadOK.Set(0)
 			logger.Error("reload: keeping the running configuration", "err", err)
 			return err
 		}
+		store.SetEnricher(enricher)
+		databases.Set(dbs)
 		store.SetConfig(cfg.Domains, cfg.SourceNames(), cfg.Limits, time.Duration(cfg.State.DedupRetention), cfg.FailureSamples,
 			cfg.ExpectedReporters)
 		sources.start(ctx, cfg)
