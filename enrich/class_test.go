@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/dmarc-exporter/dmarc-exporter/dnsmon"
+	"github.com/dmarc-exporter/dmarc-exporter/internal/testenv"
 	"github.com/dmarc-exporter/dmarc-exporter/report"
 )
 
@@ -63,8 +64,8 @@ func testEnricher(t testing.TB) *Enricher {
 		t.Fatal(err)
 	}
 	return New(Options{
-		ASN:     openDB(t, writeDB(t, "GeoLite2-ASN", geoLiteASN)),
-		Country: openDB(t, writeDB(t, "GeoLite2-Country", geoLiteCountry)),
+		ASN:     openDB(t, writeDB(t, "GeoLite2-ASN", testenv.GeoLiteASN)),
+		Country: openDB(t, writeDB(t, "GeoLite2-Country", testenv.GeoLiteCountry)),
 		Names:   names, Senders: senders, Metrics: m,
 		Resolver: &dnsmon.Resolver{Servers: []string{srv.Addr}},
 		Trust: map[string]Trust{

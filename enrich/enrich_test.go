@@ -5,12 +5,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
-	"github.com/maxmind/mmdbwriter"
 	"github.com/maxmind/mmdbwriter/mmdbtype"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -19,65 +16,10 @@ import (
 	"github.com/dmarc-exporter/dmarc-exporter/internal/testenv"
 )
 
-// Real networks and AS numbers of corpus sources.
-var testASNs = []struct {
-	network string
-	asn     uint32
-	org     string
-	country string
-}{
-	{"209.85.128.0/17", 15169, "GOOGLE", "US"},
-	{"54.240.0.0/18", 14618, "AMAZON-AES", "US"},
-	{"136.143.188.0/24", 2639, "ZOHO-AS", "US"},
-	{"40.107.0.0/16", 8075, "MICROSOFT-CORP-MSN-AS-BLOCK", "US"},
-	{"130.149.0.0/16", 680, "Verein zur Foerderung eines Deutschen Forschungsnetzes e.V.", "DE"},
-	{"2a00:1450::/32", 15169, "GOOGLE", "IE"},
+// writeDB writes a test database of the corpus networks.
+func writeDB(t testing.TB, dbType string, value func(testenv.Network) mmdbtype.Map) string {
+	return testenv.WriteMMDB(t, dbType, testenv.CorpusNetworks, value)
 }
-
-// writeDB writes a MaxMind-format database of the given type with one
-// record per test network, made by value.
-func writeDB(t testing.TB, dbType string, value func(asn uint32, org, country string) mmdbtype.Map) string {
-	t.Helper()
-	tree, err := mmdbwriter.New(mmdbwriter.Options{DatabaseType: dbType, RecordSize: 24, BuildEpoch: 1700000000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range testASNs {
-		_, network, err := net.ParseCIDR(n.network)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := tree.Insert(network, value(n.asn, n.org, n.country)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	path := filepath.Join(t.TempDir(), dbType+".mmdb")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := tree.WriteTo(f); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-func geoLiteASN(asn uint32, org, _ string) mmdbtype.Map {
-	return mmdbtype.Map{"autonomous_system_number": mmdbtype.Uint32(asn), "autonomous_system_organization": mmdbtype.String(org)}
-}
-
-func geoLiteCountry(_ uint32, _, country string) mmdbtype.Map {
-	return mmdbtype.Map{"country": mmdbtype.Map{"iso_code": mmdbtype.String(country)}}
-}
-
-// ipinfoLite has IPinfo Lite's shape: ASN and country in one record.
-func ipinfoLite(asn uint32, org, country string) mmdbtype.Map {
-	return mmdbtype.Map{"asn": mmdbtype.String("AS" + itoa(asn)), "as_name": mmdbtype.String(org),
-		"country_code": mmdbtype.String(country), "country": mmdbtype.String("Country " + country)}
-}
-
-func itoa(n uint32) string { return strconv.FormatUint(uint64(n), 10) }
 
 func value(c prometheus.Collector) float64 { return testutil.ToFloat64(c) }
 
@@ -93,9 +35,9 @@ func openDB(t testing.TB, path string) *DB {
 // TestDatabases: AS and country from GeoLite2-shaped and IPinfo-shaped
 // databases; an address in none is unknown.
 func TestDatabases(t *testing.T) {
-	asn := openDB(t, writeDB(t, "GeoLite2-ASN", geoLiteASN))
-	country := openDB(t, writeDB(t, "GeoLite2-Country", geoLiteCountry))
-	ipinfo := openDB(t, writeDB(t, "ipinfo_lite", ipinfoLite))
+	asn := openDB(t, writeDB(t, "GeoLite2-ASN", testenv.GeoLiteASN))
+	country := openDB(t, writeDB(t, "GeoLite2-Country", testenv.GeoLiteCountry))
+	ipinfo := openDB(t, writeDB(t, "ipinfo_lite", testenv.IPinfoLite))
 	for _, tt := range []struct {
 		ip      string
 		asn     uint
@@ -126,7 +68,7 @@ func TestDatabases(t *testing.T) {
 
 // TestDatabaseReload: a new file at the same path is used once noticed.
 func TestDatabaseReload(t *testing.T) {
-	path := writeDB(t, "GeoLite2-ASN", geoLiteASN)
+	path := writeDB(t, "GeoLite2-ASN", testenv.GeoLiteASN)
 	db := openDB(t, path)
 	now := time.Now()
 	db.now = func() time.Time { return now }
@@ -134,7 +76,7 @@ func TestDatabaseReload(t *testing.T) {
 	if n, _ := db.ASN(ip); n != 15169 {
 		t.Fatalf("AS %d", n)
 	}
-	other := writeDB(t, "GeoLite2-ASN", func(_ uint32, _, _ string) mmdbtype.Map {
+	other := writeDB(t, "GeoLite2-ASN", func(testenv.Network) mmdbtype.Map {
 		return mmdbtype.Map{"autonomous_system_number": mmdbtype.Uint32(64512), "autonomous_system_organization": mmdbtype.String("NEW")}
 	})
 	data, _ := os.ReadFile(other)

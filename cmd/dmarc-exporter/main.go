@@ -39,7 +39,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	switch cmd {
 	case parse.cmd.FullCommand():
-		return parse.run(stdout, stderr)
+		return parse.run(*resolvers, stdout, stderr)
 	case check.cmd.FullCommand():
 		return check.run(*resolvers, stdout, stderr)
 	case serve.cmd.FullCommand():

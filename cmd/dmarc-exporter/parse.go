@@ -1,17 +1,21 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
 
+	"github.com/dmarc-exporter/dmarc-exporter/config"
+	"github.com/dmarc-exporter/dmarc-exporter/enrich"
 	"github.com/dmarc-exporter/dmarc-exporter/report"
 )
 
@@ -20,22 +24,61 @@ import (
 // fails. A file's reports are printed only when the whole file was read, so
 // the output never holds part of a broken file.
 type parseCmd struct {
-	cmd   *kingpin.CmdClause
-	files *[]string
+	cmd        *kingpin.CmdClause
+	files      *[]string
+	enrich     *bool
+	configFile *string
+	asnDB      *string
+	countryDB  *string
 }
 
 func newParseCmd(app *kingpin.Application) *parseCmd {
 	c := &parseCmd{cmd: app.Command("parse", "Print every report found in FILEs as one JSON object per line.")}
 	c.files = c.cmd.Arg("file", "report files (XML, gzip, zip or whole mails) or directories to read recursively").Required().Strings()
+	c.enrich = c.cmd.Flag("enrich", "Add each record's source identity and class, and why, as the exporter gives them.").Bool()
+	c.configFile = c.cmd.Flag("config", "With --enrich: the exporter's configuration file, for its senders section (databases, trust).").String()
+	c.asnDB = c.cmd.Flag("asn-database", "With --enrich: a MaxMind-format ASN database.").String()
+	c.countryDB = c.cmd.Flag("country-database", "With --enrich: a MaxMind-format country database.").String()
 	return c
 }
 
-func (c *parseCmd) run(stdout, stderr io.Writer) int {
+// enricher builds the enricher of --enrich, as the exporter would.
+func (c *parseCmd) enricher(resolvers []string) (*enrich.Enricher, error) {
+	cfg := config.Default()
+	if *c.configFile != "" {
+		var err error
+		if cfg, err = config.Load(*c.configFile); err != nil {
+			return nil, err
+		}
+	}
+	if *c.asnDB != "" {
+		cfg.Senders.ASNDatabase = *c.asnDB
+	}
+	if *c.countryDB != "" {
+		cfg.Senders.CountryDatabase = *c.countryDB
+	}
+	resolver, err := newResolver(resolvers)
+	if err != nil {
+		resolver = nil // no names
+	}
+	e, _, err := buildEnricher(cfg.Senders, resolver, nil, nil)
+	return e, err
+}
+
+func (c *parseCmd) run(resolvers []string, stdout, stderr io.Writer) int {
 	status := 0
 	lim := report.DefaultLimits()
+	var enr *enrich.Enricher
+	if *c.enrich {
+		var err error
+		if enr, err = c.enricher(resolvers); err != nil {
+			fmt.Fprintf(stderr, "enrich: %v\n", err)
+			return 1
+		}
+	}
 	for _, arg := range *c.files {
 		err := forEachFile(arg, func(name string) {
-			if err := parseFile(name, lim, stdout); err != nil {
+			if err := parseFile(name, lim, enr, stdout); err != nil {
 				fmt.Fprintf(stderr, "%s: %v\n", name, err)
 				status = 1
 			}
@@ -72,7 +115,7 @@ func forEachFile(name string, fn func(string)) error {
 
 // parseFile writes the NDJSON lines of one file to out, or nothing and an
 // error.
-func parseFile(name string, lim report.Limits, out io.Writer) error {
+func parseFile(name string, lim report.Limits, enr *enrich.Enricher, out io.Writer) error {
 	f, err := os.Open(name)
 	if err != nil {
 		return err
@@ -87,7 +130,7 @@ func parseFile(name string, lim report.Limits, out io.Writer) error {
 		case report.KindFailure:
 			return writeFailure(buf, name, doc, lim)
 		}
-		return writeAggregate(buf, name, doc, lim)
+		return writeAggregate(buf, name, doc, lim, enr)
 	})
 	if err != nil {
 		return err
@@ -121,7 +164,7 @@ type aggregateJSON struct {
 // writeAggregate decodes one aggregate report and writes its line. Records
 // stream through a temporary buffer so that the head, which comes first,
 // can carry the totals.
-func writeAggregate(w io.Writer, name string, doc report.Document, lim report.Limits) error {
+func writeAggregate(w io.Writer, name string, doc report.Document, lim report.Limits, enr *enrich.Enricher) error {
 	dec := report.NewAggregateDecoder(doc.Body, lim)
 	hdr, err := dec.Header()
 	if err != nil {
@@ -138,7 +181,12 @@ func writeAggregate(w io.Writer, name string, doc report.Document, lim report.Li
 		if dec.RecordCount() > 1 {
 			recs.Write([]byte{','})
 		}
-		line, err := json.Marshal(rec)
+		var line []byte
+		if enr != nil && rec.Problem == "" {
+			line, err = json.Marshal(enrichedRecord{rec, sourceOf(enr, hdr.Policy.Domain, rec)})
+		} else {
+			line, err = json.Marshal(rec)
+		}
 		if err != nil {
 			return err
 		}
@@ -184,6 +232,40 @@ func writeAggregate(w io.Writer, name string, doc report.Document, lim report.Li
 	}
 	_, err = io.WriteString(w, "]}\n")
 	return err
+}
+
+// enrichedRecord is a record with its source, for parse --enrich.
+type enrichedRecord struct {
+	*report.Record
+	Source sourceJSON `json:"source"`
+}
+
+// sourceJSON is what the exporter makes of a record's source: the labels
+// of dmarc_source_messages_total, and how it got them.
+type sourceJSON struct {
+	ASN            uint   `json:"asn,omitempty"`
+	ASOrg          string `json:"as_org,omitempty"`
+	Country        string `json:"country,omitempty"`
+	Host           string `json:"host,omitempty"` // registrable domain of the confirmed name
+	Name           string `json:"name"`
+	SenderType     string `json:"sender_type,omitempty"`
+	TrustedNetwork string `json:"trusted_network,omitempty"`
+	TrustedService bool   `json:"trusted_service,omitempty"`
+	Class          string `json:"class"`
+	Reason         string `json:"reason"`
+}
+
+func sourceOf(enr *enrich.Enricher, domain string, rec *report.Record) sourceJSON {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	id := enr.Identify(ctx, domain, []netip.Addr{rec.SourceIP})[rec.SourceIP]
+	class, reason := enrich.Classify(enrich.FactsOf(rec), id)
+	out := sourceJSON{ASN: id.ASN, ASOrg: id.ASOrg, Country: id.Country, Host: id.Host, Name: id.Name(),
+		TrustedNetwork: id.TrustedNetwork, TrustedService: id.TrustedService, Class: string(class), Reason: reason}
+	if id.Sender != nil {
+		out.SenderType = id.Sender.Type
+	}
+	return out
 }
 
 // tlsJSON is the line of an SMTP TLS report.
