@@ -124,6 +124,8 @@ func TestDashboardsQueryServedMetrics(t *testing.T) {
 	for _, kind := range []string{"aggregate", "email", "failure", "smtp_tls"} {
 		args = append(args, "--source.dir=../testdata/corpus/"+kind)
 	}
+	asnDB := testenv.WriteMMDB(t, "GeoLite2-ASN", testenv.CorpusNetworks, testenv.GeoLiteASN)
+	args = append(args, "--senders.asn-database="+asnDB, "--dns.resolver=127.0.0.1:1")
 	served := exporterMetrics(t, "dmarc_source_scans_total", 4, args...)
 	dnsServer := testenv.StartDNS(t, "../testdata/dns/zones.txt")
 	for name := range exporterMetrics(t, "dmarc_dns_record_hash", 4, "--source.dir=../testdata/derived",

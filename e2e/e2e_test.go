@@ -92,7 +92,8 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	state := filepath.Join(dir, "state")
-	args := []string{"--storage.path=" + state}
+	asnDB := testenv.WriteMMDB(t, "GeoLite2-ASN", testenv.CorpusNetworks, testenv.GeoLiteASN)
+	args := []string{"--storage.path=" + state, "--senders.asn-database=" + asnDB, "--dns.resolver=127.0.0.1:1"}
 	for _, kind := range []string{"aggregate", "email", "failure", "smtp_tls"} {
 		args = append(args, "--source.dir=../testdata/corpus/"+kind)
 	}
@@ -353,7 +354,7 @@ type panelQuery struct{ file, title, expr string }
 func panelQueries(t *testing.T) []panelQuery {
 	files, _ := filepath.Glob("../dashboards/*.json")
 	var out []panelQuery
-	vars := strings.NewReplacer(`"$domain"`, `".*"`, `"$reporter"`, `".*"`)
+	vars := strings.NewReplacer(`"$domain"`, `".*"`, `"$reporter"`, `".*"`, `"$class"`, `".*"`)
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
