@@ -20,7 +20,7 @@ func TestBadConfigs(t *testing.T) {
 		"short-rescan.bad.yml":            "directories[0]: rescan_interval 10ms is shorter than 1s",
 		"expected-unknown-domain.bad.yml": `expected_reporters: "example.org" is not one of the domains`,
 		"imap-password.bad.yml":           "imap[0] (dmarc@example.com@imap.example.com/INBOX): password must not be written in the configuration: use password_file or password_env",
-		"imap-plaintext.bad.yml":          "tls: none sends the password in clear text; set insecure: true to allow it",
+		"imap-plaintext.bad.yml":          "tls: plain sends the password in clear text; set insecure: true to allow it",
 		"imap-oauth-no-token.bad.yml":     "oauth2 needs a refresh token, or a client secret for the client credentials flow",
 		"senders-network.bad.yml":         `senders.trusted: example.com: "192.0.2.0/33" is not a network`,
 		"imap-size.bad.yml":               `line 5: "lots" is not a size (such as 32MiB or 500KB)`,

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,8 +18,8 @@ type IMAP struct {
 	Host string `yaml:"host"`
 	// Port defaults to 993 with tls, 143 otherwise.
 	Port int `yaml:"port"`
-	// TLS is "tls" (implicit TLS, the default), "starttls", or "none",
-	// which needs Insecure as well.
+	// TLS is "tls" (implicit TLS, the default), "starttls", or "plain"
+	// (no TLS at all), which needs Insecure as well.
 	TLS      string `yaml:"tls"`
 	Insecure bool   `yaml:"insecure"`
 	// CAFile is a PEM file of certificates to trust besides the system's
@@ -79,7 +80,7 @@ type OAuth2 struct {
 	Scopes           []string `yaml:"scopes"`
 }
 
-// Bytes is a size as "32MiB", "500KB" or a plain number of bytes.
+// Bytes is a size as "32MiB", "500KB" or a number of bytes.
 type Bytes int64
 
 // UnmarshalYAML implements yaml.Unmarshaler.
@@ -88,8 +89,11 @@ func (b *Bytes) UnmarshalYAML(n *yaml.Node) error {
 	if err := n.Decode(&s); err != nil {
 		return err
 	}
-	v, err := units.ParseStrictBytes(s)
+	v, err := strconv.ParseInt(s, 10, 64)
 	if err != nil {
+		v, err = units.ParseStrictBytes(s)
+	}
+	if err != nil || v < 0 {
 		return fmt.Errorf("line %d: %q is not a size (such as 32MiB or 500KB)", n.Line, s)
 	}
 	*b = Bytes(v)
@@ -102,6 +106,9 @@ const (
 	DefaultIMAPTimeout        = Duration(time.Minute)
 	DefaultIMAPMaxMessageSize = Bytes(32 << 20)
 	DefaultIMAPBatchSize      = 20
+	// MaxIMAPMessageSize bounds max_message_size: a message is held in
+	// memory whole.
+	MaxIMAPMessageSize = Bytes(256 << 20)
 )
 
 func (m *IMAP) setDefaults() {
@@ -150,18 +157,18 @@ func (m *IMAP) validate() error {
 		return fmt.Errorf("username is required")
 	case m.Password != "":
 		return fmt.Errorf("password must not be written in the configuration: use password_file or password_env")
-	case m.TLS != "tls" && m.TLS != "starttls" && m.TLS != "none":
-		return fmt.Errorf("tls must be tls, starttls or none, not %q", m.TLS)
-	case m.TLS == "none" && !m.Insecure:
-		return fmt.Errorf("tls: none sends the password in clear text; set insecure: true to allow it")
+	case m.TLS != "tls" && m.TLS != "starttls" && m.TLS != "plain":
+		return fmt.Errorf("tls must be tls, starttls or plain, not %q", m.TLS)
+	case m.TLS == "plain" && !m.Insecure:
+		return fmt.Errorf("tls: plain sends the password in clear text; set insecure: true to allow it")
 	case time.Duration(m.PollInterval) < time.Second:
 		return fmt.Errorf("poll_interval %s is shorter than 1s", m.PollInterval)
 	case time.Duration(m.Timeout) < time.Second:
 		return fmt.Errorf("timeout %s is shorter than 1s", m.Timeout)
 	case m.BatchSize < 1 || m.BatchSize > 1000:
 		return fmt.Errorf("batch_size must be between 1 and 1000")
-	case m.MaxMessageSize < 1024:
-		return fmt.Errorf("max_message_size must be at least 1KiB")
+	case m.MaxMessageSize < 1024 || m.MaxMessageSize > MaxIMAPMessageSize:
+		return fmt.Errorf("max_message_size must be between 1KiB and 256MiB")
 	}
 	for _, f := range []string{m.Folder, m.ArchiveFolder, m.InvalidFolder} {
 		if strings.ContainsAny(f, "*%\r\n") || strings.HasPrefix(f, "/") || strings.HasSuffix(f, "/") {

@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -35,8 +36,14 @@ const (
 	backoffMax = 5 * time.Minute
 	// batchBytes bounds the message bytes held in memory at once.
 	batchBytes = 64 << 20
-	// keepaliveEvery is how often a NOOP is sent while a batch is parsed.
-	keepaliveEvery = time.Minute
+	// keepaliveEvery is how often a NOOP is sent while a batch is parsed,
+	// and while waiting for the next poll without IDLE: less than the
+	// usual NAT and firewall idle timeouts, far less than IMAP's 30
+	// minutes of autologout.
+	keepaliveEvery = 4 * time.Minute
+	// transferRate is the slowest download accepted: a body fetch may
+	// take the timeout plus its size at this rate.
+	transferRate = 64 << 10 // bytes per second
 )
 
 // IMAP reads a mailbox. A message is read when the state file has no mark
@@ -51,8 +58,13 @@ type IMAP struct {
 	sink    Sink
 	metrics *Metrics
 	log     *slog.Logger
-	tokens  oauth2.TokenSource // cached access tokens; nil until the first OAuth login
-	noMove  bool               // tests: use COPY + STORE + UID EXPUNGE, as without MOVE
+
+	tokens    oauth2.TokenSource // cached access tokens; nil until the first OAuth login
+	refresh   string             // the newest refresh token (providers may rotate it)
+	tokenEnds time.Time          // when the access token of this session expires
+
+	noopEvery time.Duration // keepaliveEvery; shorter in tests
+	noMove    bool          // tests: use COPY + STORE + UID EXPUNGE, as without MOVE
 }
 
 // NewIMAP returns a mailbox source.
@@ -66,7 +78,38 @@ func NewIMAP(cfg config.IMAP, sink Sink, m *Metrics, log *slog.Logger) *IMAP {
 		m.imapMoved.WithLabelValues(cfg.Name, f)
 	}
 	m.imapFetched.WithLabelValues(cfg.Name)
-	return &IMAP{cfg: cfg, sink: sink, metrics: m, log: log.With("input", cfg.Name)}
+	return &IMAP{cfg: cfg, sink: sink, metrics: m, log: log.With("input", cfg.Name), noopEvery: keepaliveEvery}
+}
+
+// errNoAnswer: the server did not answer a command in time.
+var errNoAnswer = errors.New("no answer from the server in time")
+
+// errReauth ends a session whose access token is about to expire, so that
+// the next one logs in with a fresh token; it is not a failure.
+var errReauth = errors.New("access token expiring: logging in again")
+
+// localError is a failure on this side (the state file could not be
+// saved): not counted as a connection error.
+type localError struct{ err error }
+
+func (e *localError) Error() string { return e.err.Error() }
+func (e *localError) Unwrap() error { return e.err }
+
+// bounded runs op, closing the connection when it takes longer than d.
+// go-imap bounds a response only once it has begun to arrive, so a server
+// that stops answering would otherwise hold the session for ever.
+func bounded(c *imapclient.Client, d time.Duration, op func() error) error {
+	t := time.AfterFunc(d, func() { c.Close() })
+	err := op()
+	if !t.Stop() {
+		return fmt.Errorf("%w (%s)", errNoAnswer, d)
+	}
+	return err
+}
+
+// within is bounded with the configured timeout.
+func (s *IMAP) within(c *imapclient.Client, op func() error) error {
+	return bounded(c, time.Duration(s.cfg.Timeout), op)
 }
 
 // Connection error kinds, for dmarc_imap_connection_errors_total.
@@ -93,7 +136,7 @@ func errorKind(err error) string {
 	case errors.As(err, &cv), errors.As(err, &ua), errors.As(err, &he), errors.As(err, &ci),
 		errors.As(err, &rh), errors.As(err, &alert), strings.Contains(err.Error(), "tls: "):
 		return errTLS
-	case errors.As(err, &ne), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+	case errors.As(err, &ne), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, errNoAnswer),
 		errors.Is(err, net.ErrClosed), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
 		return errNetwork
 	}
@@ -119,14 +162,23 @@ func (s *IMAP) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		if errors.Is(err, errReauth) {
+			s.log.Debug("imap session ended", "reason", err)
+			continue
+		}
 		if synced {
 			failures = 0
 		}
-		kind := errorKind(err)
-		s.metrics.imapErrors.WithLabelValues(s.cfg.Name, kind).Inc()
 		wait := backoff(failures)
 		failures++
-		s.log.Error("imap session failed", "kind", kind, "err", err, "retry_in", wait.Round(time.Millisecond))
+		var le *localError
+		if errors.As(err, &le) {
+			s.log.Error("imap session stopped", "err", err, "retry_in", wait.Round(time.Millisecond))
+		} else {
+			kind := errorKind(err)
+			s.metrics.imapErrors.WithLabelValues(s.cfg.Name, kind).Inc()
+			s.log.Error("imap session failed", "kind", kind, "err", err, "retry_in", wait.Round(time.Millisecond))
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -150,7 +202,7 @@ func backoff(n int) time.Duration {
 // is done; synced says whether a sync completed.
 func (s *IMAP) session(ctx context.Context) (synced bool, err error) {
 	newMail := make(chan struct{}, 1)
-	c, err := s.dial(newMail)
+	c, err := s.dial(ctx, newMail)
 	if err != nil {
 		return false, err
 	}
@@ -165,8 +217,8 @@ func (s *IMAP) session(ctx context.Context) (synced bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	sel, err := c.Select(f.source, nil).Wait()
-	if err != nil {
+	var sel *imap.SelectData
+	if err := s.within(c, func() (err error) { sel, err = c.Select(f.source, nil).Wait(); return err }); err != nil {
 		return false, fmt.Errorf("select %s: %w", f.source, err)
 	}
 	s.log.Debug("imap logged in", "folder", f.source, "messages", sel.NumMessages, "idle", c.Caps().Has(imap.CapIdle))
@@ -181,11 +233,16 @@ func (s *IMAP) session(ctx context.Context) (synced bool, err error) {
 		if ctx.Err() != nil {
 			return synced, ctx.Err()
 		}
+		if !s.tokenEnds.IsZero() && time.Until(s.tokenEnds) < tokenEarly {
+			return synced, errReauth
+		}
 	}
 }
 
 // dial connects with the configured TLS mode and waits for the greeting.
-func (s *IMAP) dial(newMail chan struct{}) (*imapclient.Client, error) {
+// Connecting, the greeting, STARTTLS and the TLS handshake are bounded by
+// the timeout and by ctx.
+func (s *IMAP) dial(ctx context.Context, newMail chan struct{}) (*imapclient.Client, error) {
 	tlsConfig := &tls.Config{ServerName: s.cfg.ServerName, InsecureSkipVerify: s.cfg.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
 	if tlsConfig.ServerName == "" {
 		tlsConfig.ServerName = s.cfg.Host
@@ -206,7 +263,6 @@ func (s *IMAP) dial(newMail chan struct{}) (*imapclient.Client, error) {
 	}
 	opts := &imapclient.Options{
 		TLSConfig: tlsConfig,
-		Dialer:    &net.Dialer{Timeout: time.Duration(s.cfg.Timeout)},
 		UnilateralDataHandler: &imapclient.UnilateralDataHandler{
 			Mailbox: func(data *imapclient.UnilateralDataMailbox) {
 				if data.NumMessages != nil {
@@ -219,23 +275,48 @@ func (s *IMAP) dial(newMail chan struct{}) (*imapclient.Client, error) {
 		},
 	}
 	addr := net.JoinHostPort(s.cfg.Host, strconv.Itoa(s.cfg.Port))
-	var c *imapclient.Client
-	var err error
-	switch s.cfg.TLS {
-	case "starttls":
-		c, err = imapclient.DialStartTLS(addr, opts)
-	case "none":
-		c, err = imapclient.DialInsecure(addr, opts)
-	default:
-		c, err = imapclient.DialTLS(addr, opts)
-	}
+	timeout := time.Duration(s.cfg.Timeout)
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	conn, err := (&net.Dialer{}).DialContext(dctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", addr, err)
 	}
-	if err := c.WaitGreeting(); err != nil {
-		c.Close()
+	// Until the session is set up, the whole exchange has one deadline,
+	// and ctx ending closes the connection.
+	deadline := time.Now().Add(timeout)
+	conn.SetDeadline(deadline)
+	stop := context.AfterFunc(dctx, func() { conn.Close() })
+	defer stop()
+	var c *imapclient.Client
+	switch s.cfg.TLS {
+	case "starttls":
+		c, err = imapclient.NewStartTLS(conn, opts)
+	case "plain":
+		c = imapclient.New(conn, opts)
+	default:
+		tc := tls.Client(conn, tlsConfig)
+		if err = tc.HandshakeContext(dctx); err == nil {
+			c = imapclient.New(tc, opts)
+		}
+	}
+	if err == nil {
+		err = c.WaitGreeting()
+	}
+	if err == nil && !stop() {
+		err = ctx.Err() // cancelled, or the timeout closed the connection
+		if err == nil {
+			err = fmt.Errorf("%w (%s)", errNoAnswer, timeout)
+		}
+	}
+	if err != nil && ctx.Err() == nil && !time.Now().Before(deadline) && !errors.Is(err, errNoAnswer) {
+		err = fmt.Errorf("%w (%s): %v", errNoAnswer, timeout, err)
+	}
+	if err != nil {
+		conn.Close()
 		return nil, fmt.Errorf("connect to %s: %w", addr, err)
 	}
+	conn.SetDeadline(time.Time{})
 	return c, nil
 }
 
@@ -246,8 +327,8 @@ type folderNames struct{ source, archive, invalid string }
 // to the server's hierarchy separator, and creates the archive and
 // invalid folders when they are missing.
 func (s *IMAP) folders(c *imapclient.Client) (folderNames, error) {
-	list, err := c.List("", "", nil).Collect()
-	if err != nil {
+	var list []*imap.ListData
+	if err := s.within(c, func() (err error) { list, err = c.List("", "", nil).Collect(); return err }); err != nil {
 		return folderNames{}, fmt.Errorf("list: %w", err)
 	}
 	sep := "/"
@@ -260,14 +341,14 @@ func (s *IMAP) folders(c *imapclient.Client) (folderNames, error) {
 		if n == "" {
 			continue
 		}
-		found, err := c.List("", n, nil).Collect()
-		if err != nil {
+		var found []*imap.ListData
+		if err := s.within(c, func() (err error) { found, err = c.List("", n, nil).Collect(); return err }); err != nil {
 			return f, fmt.Errorf("list %s: %w", n, err)
 		}
 		if len(found) > 0 {
 			continue
 		}
-		if err := c.Create(n, nil).Wait(); err != nil {
+		if err := s.within(c, func() error { return c.Create(n, nil).Wait() }); err != nil {
 			var ie *imap.Error
 			if !errors.As(err, &ie) || ie.Code != imap.ResponseCodeAlreadyExists {
 				return f, fmt.Errorf("create %s: %w", n, err)
@@ -284,38 +365,54 @@ type message struct {
 	path string
 }
 
-// sync reads every message of the folder that the state file has no mark
-// for, in batches, and moves those already saved.
-func (s *IMAP) sync(ctx context.Context, c *imapclient.Client, f folderNames, uidValidity uint32) error {
-	// Messages flagged \Deleted by a COPY fallback without UIDPLUS are
-	// copied already; they stay until someone expunges them.
-	found, err := c.UIDSearch(&imap.SearchCriteria{NotFlag: []imap.Flag{imap.FlagDeleted}}, nil).Wait()
+// search returns the UIDs of the messages matching criteria.
+func (s *IMAP) search(c *imapclient.Client, criteria *imap.SearchCriteria) ([]imap.UID, error) {
+	var found *imap.SearchData
+	err := s.within(c, func() (err error) { found, err = c.UIDSearch(criteria, nil).Wait(); return err })
 	if err != nil {
-		return fmt.Errorf("search %s: %w", f.source, err)
+		return nil, fmt.Errorf("search: %w", err)
 	}
+	return found.AllUIDs(), nil
+}
+
+// sync reads every message of the folder that the state file has no mark
+// for, in batches, and finishes the moves of those read before.
+func (s *IMAP) sync(ctx context.Context, c *imapclient.Client, f folderNames, uidValidity uint32) error {
 	root := "imap://" + s.cfg.Name
+	path := func(uid imap.UID) string { return fmt.Sprintf("%s/%d/%d", root, uidValidity, uid) }
+	// Messages flagged \Deleted are the user's business, or copies the
+	// COPY fallback made already: never read.
+	uids, err := s.search(c, &imap.SearchCriteria{NotFlag: []imap.Flag{imap.FlagDeleted}})
+	if err != nil {
+		return err
+	}
 	present := map[string]bool{}
 	var todo []message
-	var saved, savedBad []imap.UID // read before, but not moved yet (a crash or a drop after the save)
-	for _, uid := range found.AllUIDs() {
-		m := message{uid: uid, path: fmt.Sprintf("%s/%d/%d", root, uidValidity, uid)}
+	var saved, savedBad []imap.UID // read before, not moved yet (a crash or a drop after the save)
+	for _, uid := range uids {
+		m := message{uid: uid, path: path(uid)}
 		present[m.path] = true
 		seen, rejected := s.sink.Seen(m.path, imapMark)
 		switch {
 		case !seen:
 			todo = append(todo, m)
-		case rejected && f.invalid != "":
+		case rejected:
 			savedBad = append(savedBad, uid)
-		case !rejected && f.archive != "":
+		default:
 			saved = append(saved, uid)
 		}
 	}
 	s.metrics.imapPending.WithLabelValues(s.cfg.Name).Set(float64(len(todo)))
-	if err := s.dispose(c, saved, f.archive, "archive"); err != nil {
-		return err
-	}
-	if err := s.dispose(c, savedBad, f.invalid, "invalid"); err != nil {
-		return err
+	if len(saved)+len(savedBad) > 0 {
+		// A mark may still be pending (the last save failed): save it
+		// before anything is moved.
+		if err := s.sink.Commit(); err != nil {
+			s.metrics.errors.WithLabelValues(s.cfg.Name).Inc()
+			return &localError{fmt.Errorf("save state: %w", err)}
+		}
+		if err := s.finish(c, f, saved, savedBad); err != nil {
+			return err
+		}
 	}
 	for len(todo) > 0 {
 		if ctx.Err() != nil {
@@ -328,16 +425,74 @@ func (s *IMAP) sync(ctx context.Context, c *imapclient.Client, f folderNames, ui
 		todo = todo[n:]
 		s.metrics.imapPending.WithLabelValues(s.cfg.Name).Set(float64(len(todo)))
 	}
+	if err := s.expungeCopied(c, f, path); err != nil {
+		return err
+	}
 	s.sink.PruneFiles(root+"/", present)
 	s.metrics.scans.WithLabelValues(s.cfg.Name).Inc()
 	s.metrics.lastScan.WithLabelValues(s.cfg.Name).SetToCurrentTime()
 	return nil
 }
 
+// finish moves messages whose reports were saved in an earlier session.
+// Without folders, messages stay where they are: those not flagged \Seen
+// yet are flagged.
+func (s *IMAP) finish(c *imapclient.Client, f folderNames, saved, savedBad []imap.UID) error {
+	if f.archive == "" || f.invalid == "" {
+		unseen, err := s.search(c, &imap.SearchCriteria{NotFlag: []imap.Flag{imap.FlagSeen, imap.FlagDeleted}})
+		if err != nil {
+			return err
+		}
+		keep := func(uids []imap.UID, folder string) []imap.UID {
+			if folder != "" {
+				return uids
+			}
+			var out []imap.UID
+			for _, u := range uids {
+				if slices.Contains(unseen, u) {
+					out = append(out, u)
+				}
+			}
+			return out
+		}
+		saved, savedBad = keep(saved, f.archive), keep(savedBad, f.invalid)
+	}
+	if err := s.dispose(c, saved, f.archive, "archive"); err != nil {
+		return err
+	}
+	return s.dispose(c, savedBad, f.invalid, "invalid")
+}
+
+// expungeCopied completes the COPY fallback after a crash between
+// flagging the copied messages \Deleted and expunging them: messages
+// flagged \Deleted whose reports were saved are copies made already, and
+// are expunged, by UID, when the server can expunge only them.
+func (s *IMAP) expungeCopied(c *imapclient.Client, f folderNames, path func(imap.UID) string) error {
+	if f.archive == "" && f.invalid == "" || !c.Caps().Has(imap.CapUIDPlus) || c.Caps().Has(imap.CapMove) && !s.noMove {
+		return nil
+	}
+	deleted, err := s.search(c, &imap.SearchCriteria{Flag: []imap.Flag{imap.FlagDeleted}})
+	if err != nil {
+		return err
+	}
+	var done []imap.UID
+	for _, uid := range deleted {
+		if seen, rejected := s.sink.Seen(path(uid), imapMark); seen && (rejected && f.invalid != "" || !rejected && f.archive != "") {
+			done = append(done, uid)
+		}
+	}
+	if len(done) == 0 {
+		return nil
+	}
+	return s.within(c, func() error { return c.UIDExpunge(imap.UIDSetNum(done...)).Close() })
+}
+
 // batch reads, saves and then moves a few messages. Sizes are asked
 // first: a message over max_message_size is refused unread, and the
-// bodies downloaded at once stay under batchBytes. The connection is
-// kept alive with NOOPs while the bodies are parsed.
+// bodies downloaded at once stay under batchBytes; no more than
+// max_message_size+1 bytes of a body are fetched, whatever size the
+// server announced. The connection is kept alive with NOOPs while the
+// bodies are parsed.
 func (s *IMAP) batch(c *imapclient.Client, f folderNames, msgs []message) error {
 	byUID := map[imap.UID]message{}
 	var set imap.UIDSet
@@ -345,25 +500,31 @@ func (s *IMAP) batch(c *imapclient.Client, f folderNames, msgs []message) error 
 		byUID[m.uid] = m
 		set.AddNum(m.uid)
 	}
-	sizes, err := c.Fetch(set, &imap.FetchOptions{UID: true, RFC822Size: true}).Collect()
-	if err != nil {
+	var sizes []*imapclient.FetchMessageBuffer
+	if err := s.within(c, func() (err error) {
+		sizes, err = c.Fetch(set, &imap.FetchOptions{UID: true, RFC822Size: true}).Collect()
+		return err
+	}); err != nil {
 		return fmt.Errorf("fetch sizes: %w", err)
 	}
+	max := int64(s.cfg.MaxMessageSize)
 	var good, bad []imap.UID
+	refuse := func(uid imap.UID, size int64) {
+		err := fmt.Errorf("message of %d bytes is over max_message_size (%d bytes): %w", size, max, report.ErrLimit)
+		s.log.Warn("message refused", "uid", uid, "err", err)
+		s.sink.RejectFile(s.cfg.Name, byUID[uid].path, imapMark, err)
+		s.metrics.files.WithLabelValues(s.cfg.Name, "rejected").Inc()
+		bad = append(bad, uid)
+	}
 	var groups [][]imap.UID
 	var group []imap.UID
 	groupBytes := int64(0)
 	for _, m := range sizes {
-		msg, ok := byUID[m.UID]
-		if !ok {
+		if _, ok := byUID[m.UID]; !ok {
 			continue
 		}
-		if m.RFC822Size > int64(s.cfg.MaxMessageSize) {
-			err := fmt.Errorf("message of %d bytes is over max_message_size (%d bytes): %w", m.RFC822Size, s.cfg.MaxMessageSize, report.ErrLimit)
-			s.log.Warn("message refused", "uid", m.UID, "err", err)
-			s.sink.RejectFile(s.cfg.Name, msg.path, imapMark, err)
-			s.metrics.files.WithLabelValues(s.cfg.Name, "rejected").Inc()
-			bad = append(bad, m.UID)
+		if m.RFC822Size > max {
+			refuse(m.UID, m.RFC822Size)
 			continue
 		}
 		if len(group) > 0 && groupBytes+m.RFC822Size > batchBytes {
@@ -376,19 +537,29 @@ func (s *IMAP) batch(c *imapclient.Client, f folderNames, msgs []message) error 
 	if len(group) > 0 {
 		groups = append(groups, group)
 	}
+	section := &imap.FetchItemBodySection{Peek: true, Partial: &imap.SectionPartial{Offset: 0, Size: max + 1}}
 	for _, g := range groups {
-		bodies, err := c.Fetch(imap.UIDSetNum(g...), &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{{Peek: true}}}).Collect()
-		if err != nil {
+		var bodies []*imapclient.FetchMessageBuffer
+		limit := time.Duration(s.cfg.Timeout) + time.Duration(int64(len(g))*max/transferRate)*time.Second
+		if err := bounded(c, limit, func() (err error) {
+			bodies, err = c.Fetch(imap.UIDSetNum(g...), &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{section}}).Collect()
+			return err
+		}); err != nil {
 			return fmt.Errorf("fetch messages: %w", err)
 		}
-		stop := s.keepalive(c)
+		stop := s.keepAlive(c)
 		for _, m := range bodies {
 			msg, ok := byUID[m.UID]
 			if !ok || len(m.BodySection) == 0 {
 				continue
 			}
 			s.metrics.imapFetched.WithLabelValues(s.cfg.Name).Inc()
-			err := s.sink.IngestFile(s.cfg.Name, msg.path, imapMark, bytes.NewReader(m.BodySection[0].Bytes))
+			body := m.BodySection[0].Bytes
+			if int64(len(body)) > max { // the announced size was wrong
+				refuse(m.UID, int64(len(body)))
+				continue
+			}
+			err := s.sink.IngestFile(s.cfg.Name, msg.path, imapMark, bytes.NewReader(body))
 			if errors.Is(err, report.ErrRead) {
 				continue // cannot happen from memory; read again next time if it does
 			}
@@ -401,11 +572,13 @@ func (s *IMAP) batch(c *imapclient.Client, f folderNames, msgs []message) error 
 			s.metrics.files.WithLabelValues(s.cfg.Name, "ingested").Inc()
 			good = append(good, m.UID)
 		}
-		stop()
+		if err := stop(); err != nil {
+			return err
+		}
 	}
 	if err := s.sink.Commit(); err != nil {
 		s.metrics.errors.WithLabelValues(s.cfg.Name).Inc()
-		return fmt.Errorf("save state: %w", err) // nothing is moved before it is saved
+		return &localError{fmt.Errorf("save state: %w", err)} // nothing is moved before it is saved
 	}
 	if err := s.dispose(c, good, f.archive, "archive"); err != nil {
 		return err
@@ -413,28 +586,30 @@ func (s *IMAP) batch(c *imapclient.Client, f folderNames, msgs []message) error 
 	return s.dispose(c, bad, f.invalid, "invalid")
 }
 
-// keepalive sends a NOOP every keepaliveEvery until stop is called, so
-// that a long parse never leaves the connection idle long enough for the
-// server or a middlebox to drop it.
-func (s *IMAP) keepalive(c *imapclient.Client) (stop func()) {
+// keepAlive sends a NOOP every noopEvery until stop is called, so that a
+// long parse never leaves the connection idle long enough for the server
+// or a middlebox to drop it. stop returns the error of a failed NOOP.
+func (s *IMAP) keepAlive(c *imapclient.Client) (stop func() error) {
 	done := make(chan struct{})
-	finished := make(chan struct{})
+	result := make(chan error, 1)
 	go func() {
-		defer close(finished)
-		t := time.NewTicker(keepaliveEvery)
+		t := time.NewTicker(s.noopEvery)
 		defer t.Stop()
 		for {
 			select {
 			case <-done:
+				result <- nil
 				return
 			case <-t.C:
-				if err := c.Noop().Wait(); err != nil {
-					return // the next command will see the fault
+				if err := s.within(c, func() error { return c.Noop().Wait() }); err != nil {
+					<-done
+					result <- fmt.Errorf("noop: %w", err)
+					return
 				}
 			}
 		}
 	}()
-	return func() { close(done); <-finished }
+	return func() error { close(done); return <-result }
 }
 
 // dispose moves saved messages to folder (archive or invalid), or, with no
@@ -442,23 +617,27 @@ func (s *IMAP) keepalive(c *imapclient.Client) (stop func()) {
 // originals \Deleted and expunges exactly those UIDs (UID EXPUNGE); a
 // server without UIDPLUS cannot expunge only them, so they stay flagged
 // \Deleted for the user to expunge. Nothing is removed unless the copy
-// succeeded.
+// succeeded. A server that refuses (NO: a full or missing folder, no
+// rights) is logged and counted, and reading goes on; the move is tried
+// again at the next sync.
 func (s *IMAP) dispose(c *imapclient.Client, uids []imap.UID, folder, kind string) error {
 	if len(uids) == 0 {
 		return nil
 	}
 	set := imap.UIDSetNum(uids...)
-	if folder == "" {
-		if err := c.Store(set, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagSeen}}, nil).Close(); err != nil {
-			return fmt.Errorf("flag %s messages \\Seen: %w", kind, err)
+	err := s.within(c, func() error {
+		if folder == "" {
+			if err := c.Store(set, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagSeen}}, nil).Close(); err != nil {
+				return fmt.Errorf("flag %s messages \\Seen: %w", kind, err)
+			}
+			return nil
 		}
-		return nil
-	}
-	if c.Caps().Has(imap.CapMove) && !s.noMove {
-		if _, err := c.Move(set, folder).Wait(); err != nil {
-			return fmt.Errorf("move to %s: %w", folder, err)
+		if c.Caps().Has(imap.CapMove) && !s.noMove {
+			if _, err := c.Move(set, folder).Wait(); err != nil {
+				return fmt.Errorf("move to %s: %w", folder, err)
+			}
+			return nil
 		}
-	} else {
 		if _, err := c.Copy(set, folder).Wait(); err != nil {
 			return fmt.Errorf("copy to %s: %w", folder, err)
 		}
@@ -470,32 +649,60 @@ func (s *IMAP) dispose(c *imapclient.Client, uids []imap.UID, folder, kind strin
 				return fmt.Errorf("expunge copied messages: %w", err)
 			}
 		}
+		return nil
+	})
+	var refused *imap.Error
+	if errors.As(err, &refused) {
+		s.metrics.errors.WithLabelValues(s.cfg.Name).Inc()
+		s.log.Error("imap server refused to file messages away; they are read, and tried again at the next sync", "err", err)
+		return nil
 	}
-	s.metrics.imapMoved.WithLabelValues(s.cfg.Name, kind).Add(float64(len(uids)))
+	if err != nil {
+		return err
+	}
+	if folder != "" {
+		s.metrics.imapMoved.WithLabelValues(s.cfg.Name, kind).Add(float64(len(uids)))
+	}
 	return nil
 }
 
 // wait returns when the folder may hold new mail: with IDLE, when the
-// server says so or after poll_interval; without, after poll_interval.
+// server says so or after poll_interval; without, after poll_interval,
+// with a NOOP every noopEvery meanwhile (which also brings news of new
+// mail).
 func (s *IMAP) wait(ctx context.Context, c *imapclient.Client, newMail chan struct{}) error {
 	timer := time.NewTimer(time.Duration(s.cfg.PollInterval))
 	defer timer.Stop()
 	if !c.Caps().Has(imap.CapIdle) {
-		select {
-		case <-ctx.Done():
-		case <-timer.C:
-		case <-c.Closed():
-			return errors.New("connection closed by the server")
+		noop := time.NewTicker(s.noopEvery)
+		defer noop.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-timer.C:
+				return nil
+			case <-newMail:
+				return nil
+			case <-noop.C:
+				if err := s.within(c, func() error { return c.Noop().Wait() }); err != nil {
+					return fmt.Errorf("noop: %w", err)
+				}
+			case <-c.Closed():
+				return fmt.Errorf("connection closed by the server: %w", io.EOF)
+			}
 		}
-		return nil
 	}
 	select { // mail that arrived during the sync
 	case <-newMail:
 		return nil
 	default:
 	}
-	idle, err := c.Idle()
-	if err != nil {
+	if !s.tokenEnds.IsZero() {
+		timer.Reset(min(time.Duration(s.cfg.PollInterval), max(time.Until(s.tokenEnds)-tokenEarly, 0)))
+	}
+	var idle *imapclient.IdleCommand
+	if err := s.within(c, func() (err error) { idle, err = c.Idle(); return err }); err != nil {
 		return fmt.Errorf("idle: %w", err)
 	}
 	select {
@@ -506,10 +713,12 @@ func (s *IMAP) wait(ctx context.Context, c *imapclient.Client, newMail chan stru
 	case <-timer.C:
 	case <-c.Closed():
 	}
-	if err := idle.Close(); err != nil {
-		return fmt.Errorf("idle: %w", err)
-	}
-	if err := idle.Wait(); err != nil {
+	if err := s.within(c, func() error {
+		if err := idle.Close(); err != nil {
+			return err
+		}
+		return idle.Wait()
+	}); err != nil {
 		return fmt.Errorf("idle: %w", err)
 	}
 	return nil

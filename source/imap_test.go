@@ -7,7 +7,9 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -410,8 +412,32 @@ func TestIMAPIdle(t *testing.T) {
 	}
 }
 
-// TestIMAPServerRestart: the server killed mid-sync, and restarted, loses
-// no mail and counts none twice.
+// gatedSink holds the source inside a batch: the n-th IngestFile call
+// signals reached and waits for release.
+type gatedSink struct {
+	Sink
+	mu      sync.Mutex
+	calls   int
+	n       int
+	reached chan struct{}
+	release chan struct{}
+}
+
+func (g *gatedSink) IngestFile(source, path, mark string, r io.Reader) error {
+	g.mu.Lock()
+	g.calls++
+	hold := g.calls == g.n
+	g.mu.Unlock()
+	if hold {
+		close(g.reached)
+		<-g.release
+	}
+	return g.Sink.IngestFile(source, path, mark, r)
+}
+
+// TestIMAPServerRestart: the server killed in the middle of a batch
+// (bodies downloaded, not saved, not moved), then restarted, loses no mail
+// and counts none twice.
 func TestIMAPServerRestart(t *testing.T) {
 	mb := startMailbox(t, testenv.DovecotOptions{})
 	const n = 60
@@ -420,15 +446,24 @@ func TestIMAPServerRestart(t *testing.T) {
 	}
 	cfg := mb.source("tls")
 	cfg.ArchiveFolder = "Archive"
-	cfg.BatchSize = 3
-	r := runIMAP(t, cfg, nil)
-	waitFor(t, "a first batch", 20*time.Second, func() bool { return r.value(r.m.imapMoved.WithLabelValues("mbox", "archive")) >= 3 })
-	mb.Restart(t, true) // SIGKILL: connections drop without BYE
+	cfg.BatchSize = 5
+	var gate *gatedSink
+	r := runIMAP(t, cfg, func(s *IMAP) {
+		gate = &gatedSink{Sink: s.sink, n: 8, reached: make(chan struct{}), release: make(chan struct{})}
+		s.sink = gate
+	})
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("exporter log:\n%s", r.log)
+			t.Logf("exporter log:\n%s\ndovecot log:\n%s", r.log, mb.Logs())
 		}
 	})
+	select {
+	case <-gate.reached: // in the second batch, the first one moved
+	case <-time.After(20 * time.Second):
+		t.Fatal("the source did not reach its second batch")
+	}
+	mb.Restart(t, true) // SIGKILL: connections drop without BYE
+	close(gate.release)
 	waitFor(t, "the INBOX to be drained", 60*time.Second, func() bool { return mb.count("INBOX") == 0 })
 	// Every report is in the archive. A MOVE cut by the kill may leave
 	// a message both copied and not expunged, so the next MOVE makes a
@@ -444,10 +479,97 @@ func TestIMAPServerRestart(t *testing.T) {
 		t.Errorf("%v reports read twice", got)
 	}
 	if got := r.value(r.m.imapErrors.WithLabelValues("mbox", "network")); got < 1 {
-		t.Errorf("no network error counted for the restart (log:\n%s)", r.log)
+		t.Errorf("no network error counted for the restart")
 	}
 	if got := r.value(r.m.imapUp.WithLabelValues("mbox")); got != 1 {
 		t.Errorf("dmarc_imap_up = %v after the restart", got)
+	}
+}
+
+// TestIMAPWithoutExtensions: a server without IDLE, MOVE and UIDPLUS.
+// Messages are copied, flagged \Deleted and left for the user to expunge
+// (expunging without UIDPLUS would remove others' deleted messages too),
+// never copied twice; new mail is found by polling, with NOOPs between
+// polls.
+func TestIMAPWithoutExtensions(t *testing.T) {
+	mb := startMailbox(t, testenv.DovecotOptions{Capability: "IMAP4rev1 LITERAL+ SASL-IR LOGIN-REFERRALS ID ENABLE"})
+	mb.append("INBOX", reportMail(t, "plain-1"))
+	mb.append("INBOX", reportMail(t, "plain-2"))
+	cfg := mb.source("tls")
+	cfg.ArchiveFolder = "Archive"
+	cfg.PollInterval = config.Duration(time.Second)
+	r := runIMAP(t, cfg, func(s *IMAP) { s.noopEvery = 200 * time.Millisecond })
+	waitFor(t, "the first sync", 20*time.Second, func() bool { return r.value(r.m.scans.WithLabelValues("mbox")) >= 1 })
+	mb.append("INBOX", reportMail(t, "plain-3"))
+	waitFor(t, "the new mail, by polling", 10*time.Second, func() bool { return mb.count("Archive") == 3 })
+	waitFor(t, "two more polls", 10*time.Second, func() bool { return r.value(r.m.scans.WithLabelValues("mbox")) >= 4 })
+	if got := mb.count("Archive"); got != 3 {
+		t.Errorf("archive holds %d messages, want 3 (none copied twice)", got)
+	}
+	if got := mb.count("INBOX"); got != 3 {
+		t.Errorf("INBOX holds %d messages, want the 3 originals, flagged \\Deleted", got)
+	}
+	if got := sum(t, r.store, "dmarc_reports_total"); got != 3 {
+		t.Errorf("dmarc_reports_total = %v", got)
+	}
+	if got := r.value(r.m.imapErrors.WithLabelValues("mbox", "network")) + r.value(r.m.imapErrors.WithLabelValues("mbox", "protocol")); got != 0 {
+		t.Errorf("%v session failures:\n%s", got, r.log)
+	}
+}
+
+// silentServer accepts connections, greets (unless tls), then never
+// answers; it returns its port.
+func silentServer(t *testing.T, greet bool) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			if greet {
+				c.Write([]byte("* OK [CAPABILITY IMAP4rev1 STARTTLS AUTH=PLAIN] ready\r\n"))
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestIMAPSilentServer: a server that stops answering (after the
+// greeting, at STARTTLS, at login, or before the TLS handshake) costs a
+// timeout and a counted network error, not a session held for ever; and
+// stopping the source does not wait for it.
+func TestIMAPSilentServer(t *testing.T) {
+	for _, tc := range []struct {
+		mode  string
+		greet bool
+	}{{"plain", true}, {"starttls", true}, {"tls", false}} {
+		t.Run(tc.mode, func(t *testing.T) {
+			pw := filepath.Join(t.TempDir(), "pw")
+			os.WriteFile(pw, []byte("x"), 0o600)
+			c := config.Config{IMAP: []config.IMAP{{Name: "mbox", Host: "127.0.0.1", Port: silentServer(t, tc.greet), TLS: tc.mode,
+				Insecure: true, Username: "u", PasswordFile: pw, Timeout: config.Duration(time.Second)}}}
+			if err := c.Complete(); err != nil {
+				t.Fatal(err)
+			}
+			r := runIMAP(t, c.IMAP[0], nil)
+			waitFor(t, "a timeout", 10*time.Second, func() bool { return r.value(r.m.imapErrors.WithLabelValues("mbox", "network")) >= 1 })
+			if !strings.Contains(r.log.String(), "no answer from the server in time") && !strings.Contains(r.log.String(), "i/o timeout") {
+				t.Errorf("log:\n%s", r.log)
+			}
+			stopped := make(chan struct{})
+			go func() { r.stop(); close(stopped) }()
+			select {
+			case <-stopped:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the source did not stop")
+			}
+		})
 	}
 }
 
@@ -595,4 +717,30 @@ func TestIMAPOAuth(t *testing.T) {
 			t.Errorf("the log does not give the token endpoint's words:\n%s", r.log)
 		}
 	})
+}
+
+// unsavableSink cannot save: a full disk.
+type unsavableSink struct{ Sink }
+
+func (unsavableSink) Commit() error { return errors.New("no space left on device") }
+
+// TestIMAPNothingMovedUnsaved: while the state cannot be saved, no
+// message is moved, in the session that read it or in the next ones; it
+// is not counted as a connection error.
+func TestIMAPNothingMovedUnsaved(t *testing.T) {
+	mb := startMailbox(t, testenv.DovecotOptions{})
+	mb.append("INBOX", reportMail(t, "unsaved-1"))
+	mb.appendFile("INBOX", "pkerrigan__test.none.eml")
+	cfg := mb.source("tls")
+	cfg.ArchiveFolder, cfg.InvalidFolder = "Archive", "Invalid"
+	r := runIMAP(t, cfg, func(s *IMAP) { s.sink = unsavableSink{s.sink} })
+	waitFor(t, "three failed saves", 20*time.Second, func() bool { return r.value(r.m.errors.WithLabelValues("mbox")) >= 3 })
+	if a, i, in := mb.count("Archive"), mb.count("Invalid"), mb.count("INBOX"); a > 0 || i > 0 || in != 2 {
+		t.Errorf("archive %d, invalid %d, INBOX %d: moved before saved", a, i, in)
+	}
+	for _, kind := range []string{"auth", "tls", "network", "protocol"} {
+		if n := r.value(r.m.imapErrors.WithLabelValues("mbox", kind)); n != 0 {
+			t.Errorf("%v %s connection errors for a local failure", n, kind)
+		}
+	}
 }

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-sasl"
 	"golang.org/x/oauth2"
@@ -55,18 +57,17 @@ func readSecret(what, file, env string) (string, error) {
 }
 
 // tokenSource returns a source of access tokens that refreshes them
-// before they expire: from a refresh token when one is configured, else
-// from the client credentials alone.
-func tokenSource(o *config.OAuth2) (oauth2.TokenSource, error) {
+// before they expire: from refresh (the newest refresh token, when there
+// is one), else from the client credentials alone. Token requests time
+// out like commands.
+func tokenSource(o *config.OAuth2, refresh string, timeout time.Duration) (oauth2.TokenSource, error) {
 	secret, err := readSecret("oauth2 client secret", o.ClientSecretFile, o.ClientSecretEnv)
 	if err != nil {
 		return nil, err
 	}
-	refresh, err := readSecret("oauth2 refresh token", o.RefreshTokenFile, o.RefreshTokenEnv)
-	if err != nil {
-		return nil, err
-	}
-	ctx := context.Background() // the token source outlives any one call
+	// The token source outlives any one call; its requests are bounded
+	// by the client's timeout.
+	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, &http.Client{Timeout: timeout})
 	if refresh == "" {
 		cc := &clientcredentials.Config{ClientID: o.ClientID, ClientSecret: secret, TokenURL: o.TokenURL, Scopes: o.Scopes}
 		return oauth2.ReuseTokenSourceWithExpiry(nil, cc.TokenSource(ctx), tokenEarly), nil
@@ -76,65 +77,97 @@ func tokenSource(o *config.OAuth2) (oauth2.TokenSource, error) {
 	return oauth2.ReuseTokenSourceWithExpiry(nil, conf.TokenSource(ctx, &oauth2.Token{RefreshToken: refresh}), tokenEarly), nil
 }
 
-// login authenticates with the configured mechanism. Errors the server or
-// the token endpoint gave are authErrors.
+// login authenticates with the configured mechanism. A refusal by the
+// server (NO) or by the token endpoint, and a password or token that
+// cannot be read, are authErrors; a dropped connection is not.
 func (s *IMAP) login(c *imapclient.Client) error {
 	cfg := s.cfg
+	s.tokenEnds = time.Time{}
 	var client sasl.Client
 	switch cfg.Auth {
 	case "plain", "login":
 		pw, err := readSecret("password", cfg.PasswordFile, cfg.PasswordEnv)
 		if err != nil {
-			return err
+			return &authError{err}
 		}
 		if c.Caps().Has("LOGINDISABLED") {
 			return &authError{errors.New("the server refuses logins on this connection (LOGINDISABLED): use tls or starttls")}
 		}
 		if cfg.Auth == "login" || !c.Caps().Has("AUTH=PLAIN") {
-			if err := c.Login(cfg.Username, pw).Wait(); err != nil {
-				return &authError{err}
-			}
-			return nil
+			return refused(s.within(c, func() error { return c.Login(cfg.Username, pw).Wait() }))
 		}
 		client = sasl.NewPlainClient("", cfg.Username, pw)
 	case "xoauth2", "oauthbearer":
 		if s.tokens == nil {
-			ts, err := tokenSource(cfg.OAuth2)
+			if s.refresh == "" {
+				r, err := readSecret("oauth2 refresh token", cfg.OAuth2.RefreshTokenFile, cfg.OAuth2.RefreshTokenEnv)
+				if err != nil {
+					return &authError{err}
+				}
+				s.refresh = r
+			}
+			ts, err := tokenSource(cfg.OAuth2, s.refresh, time.Duration(cfg.Timeout))
 			if err != nil {
-				return err
+				return &authError{err}
 			}
 			s.tokens = ts
 		}
 		tok, err := s.tokens.Token()
 		if err != nil {
-			s.tokens = nil // start from the refresh token again
+			s.tokens = nil // ask the endpoint again next time
 			var re *oauth2.RetrieveError
 			if errors.As(err, &re) {
 				return &authError{fmt.Errorf("token endpoint: %w", err)}
 			}
 			return fmt.Errorf("token endpoint: %w", err)
 		}
+		if tok.RefreshToken != "" {
+			s.refresh = tok.RefreshToken // the newest, should the provider rotate them
+		}
+		s.tokenEnds = tok.Expiry
 		client = &bearerClient{mech: strings.ToUpper(cfg.Auth), user: cfg.Username, token: tok.AccessToken}
 	}
-	if err := c.Authenticate(client); err != nil {
-		if cfg.OAuth2 != nil {
-			s.tokens = nil // the token may have been revoked: get a new one next time
+	err := s.within(c, func() error { return c.Authenticate(client) })
+	if err != nil && cfg.OAuth2 != nil {
+		s.tokens = nil // the token may have been revoked: get a new one (from the newest refresh token) next time
+		if b, ok := client.(*bearerClient); ok && b.challenge != "" {
+			err = fmt.Errorf("%w (token refused: %s)", err, b.challenge)
 		}
+	}
+	return refused(err)
+}
+
+// refused marks a server's refusal (NO or BAD) as an authError.
+func refused(err error) error {
+	var ie *imap.Error
+	if errors.As(err, &ie) {
 		return &authError{err}
 	}
-	return nil
+	var be *bearerError
+	if errors.As(err, &be) {
+		return &authError{err}
+	}
+	return err
 }
 
 // bearerClient is the client side of XOAUTH2 (Google's and Microsoft's
 // mechanism) and OAUTHBEARER (RFC 7628). When the server refuses the
 // token it sends a JSON error as a challenge and waits for one more client
-// response before its tagged NO; the client answers with a single ^A, as
-// RFC 7628 §3.2.3 says, so that the exchange ends with the server's own
-// words rather than a hang.
+// response before its tagged NO. The client answers with a single ^A
+// (RFC 7628 §3.2.3): go-imap sends an empty response as "=", which
+// Dovecot refuses as bad base64. The challenge is kept, so that the error
+// gives the server's words either way.
 type bearerClient struct {
 	mech, user, token string
 	refused           bool
+	challenge         string
 }
+
+// bearerError is a second challenge after the refusal: not a hang, a
+// refusal all the same.
+type bearerError struct{ challenge string }
+
+func (e *bearerError) Error() string { return "unexpected challenge after the refusal: " + e.challenge }
 
 func (b *bearerClient) Start() (string, []byte, error) {
 	if b.mech == sasl.OAuthBearer {
@@ -145,8 +178,8 @@ func (b *bearerClient) Start() (string, []byte, error) {
 
 func (b *bearerClient) Next(challenge []byte) ([]byte, error) {
 	if b.refused {
-		return nil, fmt.Errorf("%s: unexpected challenge %q", b.mech, challenge)
+		return nil, &bearerError{string(challenge)}
 	}
-	b.refused = true
+	b.refused, b.challenge = true, string(challenge)
 	return []byte{1}, nil
 }

@@ -47,6 +47,10 @@ type DovecotOptions struct {
 	// IntrospectionURL, when set, enables XOAUTH2 and OAUTHBEARER: tokens
 	// are POSTed there and must come back active with email = the user.
 	IntrospectionURL string
+	// Capability, when set, is the capability list announced after login
+	// (Dovecot's imap_capability): without IDLE, MOVE or UIDPLUS, clients
+	// must do without them.
+	Capability string
 }
 
 // DovecotBinary finds the dovecot binary, which is in /usr/sbin (often not
@@ -194,7 +198,11 @@ func (d *Dovecot) config(mailUID, mailGID int) string {
 	// the next ones by up to 15 s.
 	w("service anvil {\n unix_listener anvil-auth-penalty {\n  mode = 0\n }\n}")
 	w("service auth-worker {\n user = $default_internal_user\n}")
-	w("protocol imap {\n mail_max_userip_connections = 100\n}")
+	if d.opts.Capability != "" {
+		w("protocol imap {\n mail_max_userip_connections = 100\n imap_capability = %s\n}", d.opts.Capability)
+	} else {
+		w("protocol imap {\n mail_max_userip_connections = 100\n}")
+	}
 	if os.Getuid() == 0 {
 		w("default_internal_user = root\ndefault_login_user = dovenull")
 	} else {
@@ -214,7 +222,9 @@ func (d *Dovecot) config(mailUID, mailGID int) string {
 // and waits until both ports greet.
 func (d *Dovecot) start() error {
 	cmd := exec.Command(d.bin, "-F", "-c", filepath.Join(d.Dir, "dovecot.conf"))
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own process group, so that Stop finds every process; killed with
+	// the test binary should that die without cleaning up (a timeout).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	out, err := os.OpenFile(filepath.Join(d.Dir, "stderr.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
@@ -237,6 +247,7 @@ func (d *Dovecot) start() error {
 			}
 			select {
 			case <-exited:
+				d.Stop()
 				return fmt.Errorf("dovecot exited at start: %s", d.logs())
 			default:
 			}
