@@ -57,7 +57,7 @@ fuzz:
 	$(GO) test ./report -run '^$$' -fuzz '^FuzzFailure$$' -fuzztime $(FUZZTIME)
 
 bench:
-	$(GO) test ./report ./collector -run '^$$' -bench . -benchmem
+	$(GO) test ./report ./collector ./enrich ./source -run '^$$' -bench . -benchmem
 
 docker:
 	docker build -t dmarc-exporter .
