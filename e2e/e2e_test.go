@@ -20,8 +20,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-imap/v2/imapclient"
-
 	"github.com/dmarc-exporter/dmarc-exporter/internal/testenv"
 )
 
@@ -240,24 +238,7 @@ scrape_configs:
 func mailbox(t *testing.T, dir string) string {
 	t.Helper()
 	d := testenv.StartDovecot(t, testenv.DovecotOptions{Users: map[string]string{"rua": "pw"}})
-	c, err := imapclient.DialInsecure(d.IMAPAddr, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := c.Login("rua", "pw").Wait(); err != nil {
-		t.Fatal(err)
-	}
-	mail, err := os.ReadFile("../testdata/corpus/email/freitagsrunde__google.eml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := c.Append("INBOX", int64(len(mail)), nil)
-	cmd.Write(mail)
-	cmd.Close()
-	if _, err := cmd.Wait(); err != nil {
-		t.Fatal(err)
-	}
+	d.AppendFile(t, "rua", "pw", "INBOX", "../testdata/corpus/email/freitagsrunde__google.eml")
 	write(t, filepath.Join(dir, "pw"), "pw")
 	_, port, _ := strings.Cut(d.IMAPSAddr, ":")
 	cfg := filepath.Join(dir, "mailbox.yml")

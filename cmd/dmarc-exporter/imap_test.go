@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-imap/v2/imapclient"
-
 	"github.com/dmarc-exporter/dmarc-exporter/internal/testenv"
 )
 
@@ -50,24 +48,7 @@ func (e *exporter) waitFor(what string, cond func() bool) {
 // file recovers.
 func TestIMAPReload(t *testing.T) {
 	d := testenv.StartDovecot(t, testenv.DovecotOptions{Users: map[string]string{"rua": "right"}})
-	c, err := imapclient.DialInsecure(d.IMAPAddr, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := c.Login("rua", "right").Wait(); err != nil {
-		t.Fatal(err)
-	}
-	mail, err := os.ReadFile(filepath.Join(testdata, "corpus/email/freitagsrunde__google.eml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := c.Append("INBOX", int64(len(mail)), nil)
-	cmd.Write(mail)
-	cmd.Close()
-	if _, err := cmd.Wait(); err != nil {
-		t.Fatal(err)
-	}
+	d.AppendFile(t, "rua", "right", "INBOX", filepath.Join(testdata, "corpus/email/freitagsrunde__google.eml"))
 
 	dir := t.TempDir()
 	for name, pw := range map[string]string{"wrong": "nope\n", "right": "right\n"} {

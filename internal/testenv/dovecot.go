@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/emersion/go-imap/v2/imapclient"
 )
 
 // Dovecot is a real Dovecot IMAP server (Debian's dovecot-imapd) run by a
@@ -400,4 +402,28 @@ func writeCert(dir string) error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(dir, "key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600)
+}
+
+// AppendFile stores the file at path in mailbox of user, as a delivery
+// would.
+func (d *Dovecot) AppendFile(t testing.TB, user, password, mailbox, path string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := imapclient.DialInsecure(d.IMAPAddr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Login(user, password).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	cmd := c.Append(mailbox, int64(len(data)), nil)
+	cmd.Write(data)
+	cmd.Close()
+	if _, err := cmd.Wait(); err != nil {
+		t.Fatalf("append %s: %v", path, err)
+	}
 }
