@@ -21,6 +21,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/dmarc-exporter/dmarc-exporter/config"
+	"github.com/dmarc-exporter/dmarc-exporter/dnsmon"
+	"github.com/dmarc-exporter/dmarc-exporter/enrich"
+	"github.com/dmarc-exporter/dmarc-exporter/internal/testenv"
 	"github.com/dmarc-exporter/dmarc-exporter/report"
 )
 
@@ -505,5 +508,63 @@ func TestSourceCaps(t *testing.T) {
 	}
 	if got := s.live.overflow["source_asn"]; got != 4 {
 		t.Errorf("source_asn overflow %d, want 2 per domain", got)
+	}
+}
+
+// TestSourceSeriesCap: the label caps alone would allow their product;
+// past sourceSeriesFactor × the cap, new series of a domain have their
+// four source labels "other".
+func TestSourceSeriesCap(t *testing.T) {
+	limits := config.Default().Limits
+	limits.SourcesPerDomain = 1
+	s, err := Open(Options{Dir: t.TempDir(), Limits: limits, DedupRetention: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch := map[sourceCombo]uint64{}
+	for _, class := range []string{"authorized", "forwarded", "mailing_list", "misconfigured", "unknown", "threat"} {
+		for _, dmarc := range []string{"pass", "fail"} {
+			batch[sourceCombo{asn: "15169", org: "GOOGLE", country: "US", name: "google", class: class, disposition: "none", dmarc: dmarc}] = 1
+		}
+	}
+	s.mu.Lock()
+	s.stageSources("example.com", batch)
+	s.mu.Unlock()
+	if err := s.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	named, other := 0, 0
+	for k := range s.live.sources {
+		switch {
+		case k.asn == "15169" && k.name == "google":
+			named++
+		case k.asn == otherLabel && k.org == otherLabel && k.country == otherLabel && k.name == otherLabel:
+			other++
+		}
+	}
+	if named != sourceSeriesFactor || other != 2 || s.live.overflow["source_series"] != 2 {
+		t.Errorf("%d named series, %d other, overflow %d", named, other, s.live.overflow["source_series"])
+	}
+}
+
+// TestNoEnrichmentForUncounted: reports that will not be counted (their
+// domain is not monitored) cost no name lookups.
+func TestNoEnrichmentForUncounted(t *testing.T) {
+	srv := testenv.StartDNS(t, "../enrich/testdata/names.zone")
+	m := enrich.NewMetrics(nil)
+	names := enrich.NewNames(&dnsmon.Resolver{Servers: []string{srv.Addr}, Timeout: time.Second}, time.Second, 4, 0, m)
+	s, err := Open(Options{Dir: t.TempDir(), Domains: []string{"example.com"}, Limits: config.Default().Limits,
+		DedupRetention: time.Hour, ReportLimits: report.DefaultLimits(), Enricher: enrich.New(enrich.Options{Names: names, Metrics: m})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open("../testdata/corpus/aggregate/niciliketo__report1.xml") // marketdojo.com
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	s.IngestFile("test", "/report.xml", "1", f)
+	if n := testutil.ToFloat64(m.CacheMisses()); n != 0 {
+		t.Errorf("%v lookups for a domain not monitored", n)
 	}
 }

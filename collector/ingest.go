@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dmarc-exporter/dmarc-exporter/enrich"
 	"github.com/dmarc-exporter/dmarc-exporter/report"
 )
 
@@ -58,7 +57,10 @@ type parsedReport struct {
 	overrides    map[string]uint64
 	invalid      uint64
 	selectors    map[string]struct{} // DKIM selectors of the policy domain's signatures
-	sources      map[sourceCombo]uint64
+	// records are the messages by source address and what the record
+	// says, for enrichment (sources.go), which fills sources.
+	records map[sourceRecord]uint64
+	sources map[sourceCombo]uint64
 }
 
 // parsedFile is every report of one input.
@@ -70,7 +72,7 @@ type parsedFile struct {
 
 // parseFile reads every report of one input. It fails as a whole when any
 // part fails, so that a file is counted entirely or not at all.
-func parseFile(r io.Reader, lim report.Limits, labelLength int, e *enrich.Enricher) (*parsedFile, error) {
+func parseFile(r io.Reader, lim report.Limits, labelLength int, withSources bool) (*parsedFile, error) {
 	out := &parsedFile{}
 	err := report.Walk(r, lim, func(doc report.Document) error {
 		switch doc.Kind {
@@ -102,7 +104,9 @@ func parseFile(r io.Reader, lim report.Limits, labelLength int, e *enrich.Enrich
 			selectors:    map[string]struct{}{},
 		}
 		p.id = dedupKey(reporterIdentity(hdr.Metadata.Email, hdr.Metadata.OrgName), hdr.Metadata.ReportID, p.begin, p.end, p.policyDomain)
-		sources := map[sourceRecord]uint64{}
+		if withSources {
+			p.records = map[sourceRecord]uint64{}
+		}
 		for rec, err := range dec.All() {
 			if err != nil {
 				return err
@@ -113,8 +117,8 @@ func parseFile(r io.Reader, lim report.Limits, labelLength int, e *enrich.Enrich
 			}
 			k := combo(rec)
 			p.messages[k] += rec.Count
-			if e != nil {
-				sources[sourceRecordOf(rec, k)] += rec.Count
+			if p.records != nil {
+				p.records[sourceRecordOf(rec, k, len(p.records))] += rec.Count
 			}
 			for _, reason := range overrideReasons(rec) {
 				p.overrides[reason] += rec.Count
@@ -125,7 +129,6 @@ func parseFile(r io.Reader, lim report.Limits, labelLength int, e *enrich.Enrich
 				}
 			}
 		}
-		p.sources = enrichReport(e, p.policyDomain, sources, labelLength)
 		out.aggregates = append(out.aggregates, p)
 		return nil
 	})
@@ -245,9 +248,12 @@ func (s *Store) IngestFile(source, path, mark string, r io.Reader) error {
 	s.mu.RLock()
 	labelLength, enricher := s.opts.Limits.LabelLength, s.opts.Enricher
 	s.mu.RUnlock()
-	parsed, err := parseFile(r, s.opts.ReportLimits, labelLength, enricher)
+	parsed, err := parseFile(r, s.opts.ReportLimits, labelLength, enricher != nil)
 	if errors.Is(err, report.ErrRead) {
 		return err
+	}
+	if err == nil && enricher != nil {
+		s.enrichFile(enricher, parsed, labelLength)
 	}
 
 	s.mu.Lock()

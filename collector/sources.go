@@ -1,9 +1,14 @@
 package collector
 
 import (
+	"cmp"
 	"context"
+	"maps"
 	"net/netip"
+	"slices"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/dmarc-exporter/dmarc-exporter/enrich"
 	"github.com/dmarc-exporter/dmarc-exporter/report"
@@ -14,8 +19,19 @@ import (
 // under per-domain caps on distinct AS numbers, countries and names.
 
 // enrichTimeout bounds the name lookups of one report, so that a slow
-// resolver delays ingest by at most this much per report.
+// resolver delays ingest by at most this much per report (and
+// enrich.MaxLookups bounds the lookups themselves).
 const enrichTimeout = 10 * time.Second
+
+// maxSourceAddrs bounds the distinct source addresses of a report that
+// are identified; the messages of the others are counted without an
+// identity, so that a forged report of a million addresses costs no more.
+const maxSourceAddrs = 10_000
+
+// sourceSeriesFactor times Limits.SourcesPerDomain bounds the
+// dmarc_source_messages_total series of a domain: the label caps alone
+// would allow their product.
+const sourceSeriesFactor = 10
 
 // sourceKey is a series of dmarc_source_messages_total.
 type sourceKey struct {
@@ -37,55 +53,133 @@ type sourceRecord struct {
 	facts              enrich.Facts
 }
 
-// enrichReport identifies the sources of a report's records and sums
-// their messages by identity and class.
-func enrichReport(e *enrich.Enricher, policyDomain string, recs map[sourceRecord]uint64, labelLength int) map[sourceCombo]uint64 {
-	if e == nil || len(recs) == 0 {
-		return nil
+// enrichFile identifies the sources of the reports of a file that will
+// be counted: not those for a domain that is not monitored, nor those
+// already counted (a hostile sender's forged or repeated reports cost no
+// lookups).
+func (s *Store) enrichFile(e *enrich.Enricher, parsed *parsedFile, labelLength int) {
+	for _, p := range parsed.aggregates {
+		if p.records == nil || !s.mayCount(p) {
+			continue
+		}
+		p.sources = EnrichRecords(e, p.policyDomain, p.records, labelLength)
 	}
-	seen := map[netip.Addr]bool{}
-	var ips []netip.Addr
-	for r := range recs {
-		if !seen[r.ip] {
-			seen[r.ip] = true
-			ips = append(ips, r.ip)
+}
+
+// mayCount reports whether stage would count p: its domain is monitored
+// and its identity not seen yet.
+func (s *Store) mayCount(p *parsedReport) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if len(s.opts.Domains) > 0 && !slices.ContainsFunc(s.opts.Domains, func(d string) bool {
+		return p.policyDomain == d || strings.HasSuffix(p.policyDomain, "."+d)
+	}) {
+		return false
+	}
+	for _, c := range []*counters{s.pending, s.committing, s.live} {
+		if c != nil {
+			if _, dup := c.dedup[p.id]; dup {
+				return false
+			}
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), enrichTimeout)
-	defer cancel()
-	ids := e.Identify(ctx, policyDomain, ips)
+	return true
+}
+
+// EnrichRecords identifies the sources of a report's records (busiest
+// first, within enrichTimeout) and sums their messages by identity and
+// class, as label values. dmarc-exporter parse --enrich shows the same.
+func EnrichRecords(e *enrich.Enricher, policyDomain string, recs map[sourceRecord]uint64, labelLength int) map[sourceCombo]uint64 {
+	perIP := map[netip.Addr]uint64{}
+	for r, n := range recs {
+		if r.ip.IsValid() {
+			perIP[r.ip] += n
+		}
+	}
+	ids := identify(e, policyDomain, perIP)
 	out := map[sourceCombo]uint64{}
 	for r, n := range recs {
-		id := ids[r.ip]
-		class, _ := enrich.Classify(r.facts, id)
-		c := sourceCombo{asn: id.ASNLabel(), org: "unknown", country: "unknown", name: sanitize(id.Name(), labelLength),
-			class: string(class), disposition: r.disposition, dmarc: r.dmarc}
-		if id.ASOrg != "" {
-			c.org = truncate(id.ASOrg, labelLength)
-		}
-		if id.Country != "" {
-			c.country = sanitize(id.Country, 8)
-		}
-		out[c] += n
+		c := SourceLabels(ids[r.ip], r.facts, labelLength)
+		out[sourceCombo{asn: c.ASN, org: c.Org, country: c.Country, name: c.Name, class: c.Class,
+			disposition: r.disposition, dmarc: r.dmarc}] += n
 	}
 	return out
 }
 
-// sourceRecordOf reduces a record to what enrichReport needs.
-func sourceRecordOf(rec *report.Record, k comboKey) sourceRecord {
-	return sourceRecord{ip: rec.SourceIP, disposition: k.disposition, dmarc: k.dmarc, facts: enrich.FactsOf(rec)}
+// IdentifyRecords identifies the sources of a report's records, as
+// ingest does: at most maxSourceAddrs addresses, busiest first.
+func IdentifyRecords(e *enrich.Enricher, policyDomain string, recs []*report.Record) map[netip.Addr]enrich.Identity {
+	perIP := map[netip.Addr]uint64{}
+	for _, r := range recs {
+		if _, ok := perIP[r.SourceIP]; (ok || len(perIP) < maxSourceAddrs) && r.SourceIP.IsValid() && r.Problem == "" {
+			perIP[r.SourceIP] += r.Count
+		}
+	}
+	return identify(e, policyDomain, perIP)
 }
 
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
+// identify identifies addresses busiest first, within enrichTimeout.
+func identify(e *enrich.Enricher, policyDomain string, perIP map[netip.Addr]uint64) map[netip.Addr]enrich.Identity {
+	ips := slices.Collect(maps.Keys(perIP))
+	slices.SortFunc(ips, func(a, b netip.Addr) int {
+		if c := cmp.Compare(perIP[b], perIP[a]); c != 0 {
+			return c
+		}
+		return a.Compare(b)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), enrichTimeout)
+	defer cancel()
+	return e.Identify(ctx, policyDomain, ips)
+}
+
+// Source is the label values of a source, and why it has its class.
+type Source struct {
+	ASN, Org, Country, Name, Class string
+	Reason                         string
+}
+
+// SourceLabels makes the label values of an identity, bounded as every
+// label is: the name from DNS is hostile, the organisation is cut at a
+// character boundary.
+func SourceLabels(id enrich.Identity, facts enrich.Facts, labelLength int) Source {
+	class, reason := enrich.Classify(facts, id)
+	out := Source{ASN: id.ASNLabel(), Org: "unknown", Country: "unknown", Name: sanitize(id.Name(), labelLength),
+		Class: string(class), Reason: reason}
+	if org := strings.ToValidUTF8(strings.TrimSpace(id.ASOrg), ""); org != "" {
+		out.Org = truncateRunes(org, labelLength)
 	}
-	return s
+	if id.Country != "" {
+		out.Country = sanitize(id.Country, 8)
+	}
+	return out
+}
+
+// sourceRecordOf reduces a record to what enrichment needs; once a report
+// has maxSourceAddrs of them, the rest go without their address.
+func sourceRecordOf(rec *report.Record, k comboKey, have int) sourceRecord {
+	r := sourceRecord{ip: rec.SourceIP, disposition: k.disposition, dmarc: k.dmarc, facts: enrich.FactsOf(rec)}
+	if have >= maxSourceAddrs {
+		r.ip = netip.Addr{}
+	}
+	return r
+}
+
+// truncateRunes cuts s to at most n bytes, at a character boundary.
+func truncateRunes(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // stageSources adds a report's sources to the pending batch, capping the
 // distinct AS numbers, countries and names per domain (over the cap:
-// "other"; the AS organisation follows its AS number). s.mu is held.
+// "other"; the AS organisation follows its AS number), and the series of
+// the domain: past sourceSeriesFactor × the cap, a new series has all four
+// as "other". s.mu is held.
 func (s *Store) stageSources(domain string, sources map[sourceCombo]uint64) {
 	for c, n := range sources {
 		asn, org := s.capped(s.sourceASNs, domain, c.asn, "source_asn"), c.org
@@ -96,8 +190,26 @@ func (s *Store) stageSources(domain string, sources map[sourceCombo]uint64) {
 			country: s.capped(s.sourceCountries, domain, c.country, "source_country"),
 			name:    s.capped(s.sourceNames, domain, c.name, "source_name"),
 			class:   s.in.get(c.class), disposition: s.in.get(c.disposition), dmarc: s.in.get(c.dmarc)}
+		if !s.hasSource(k) && s.sourceSeries[domain] >= sourceSeriesFactor*s.opts.Limits.SourcesPerDomain {
+			s.pending.overflow["source_series"]++
+			k.asn, k.org, k.country, k.name = otherLabel, otherLabel, otherLabel, otherLabel
+		}
+		if !s.hasSource(k) {
+			s.sourceSeries[domain]++
+		}
 		s.pending.sources[k] += n
 	}
+}
+
+// hasSource reports whether series k exists, live or pending. s.mu is held.
+func (s *Store) hasSource(k sourceKey) bool {
+	_, live := s.live.sources[k]
+	_, pending := s.pending.sources[k]
+	committing := false
+	if s.committing != nil {
+		_, committing = s.committing.sources[k]
+	}
+	return live || pending || committing
 }
 
 // capped returns value, or "other" when domain has

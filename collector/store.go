@@ -78,6 +78,7 @@ type Store struct {
 	// Per domain, the source_asn, source_country and source_name values
 	// in use, live and pending, for their caps.
 	sourceASNs, sourceCountries, sourceNames map[string]map[string]struct{}
+	sourceSeries                             map[string]int // dmarc_source_messages_total series per domain
 
 	lastTextSize atomic.Int64 // size of the last /metrics text, to size the next
 
@@ -106,8 +107,8 @@ func Open(opts Options) (*Store, error) {
 		in:           newInterner(),
 		reporterSets: map[string]map[string]struct{}{},
 		sourceASNs:   map[string]map[string]struct{}{}, sourceCountries: map[string]map[string]struct{}{},
-		sourceNames: map[string]map[string]struct{}{},
-		fresh:       map[any]time.Time{},
+		sourceNames: map[string]map[string]struct{}{}, sourceSeries: map[string]int{},
+		fresh: map[any]time.Time{},
 	}
 	live, created, err := loadState(s.path, s.in, opts.Now())
 	if err != nil {
@@ -130,6 +131,7 @@ func Open(opts Options) (*Store, error) {
 		}
 	}
 	for k := range live.sources {
+		s.sourceSeries[k.domain]++
 		for _, m := range []struct {
 			sets  map[string]map[string]struct{}
 			value string

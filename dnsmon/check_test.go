@@ -140,6 +140,7 @@ func TestSPFNetworks(t *testing.T) {
 		{"good.example.test", "[192.0.2.0/24 2001:db8::/32 192.0.2.25/32]"},
 		{"nets.example.test", "[203.0.113.64/28 2001:db8:2::/120 2001:db8:1::1/128 192.0.2.0/24 2001:db8::/32]"},
 		{"nodmarc.example.test", "[]"},
+		{"firstmatch.example.test", "[198.51.101.0/24]"},
 	} {
 		nets, err := SPFNetworks(context.Background(), r, tt.domain)
 		if err != nil {

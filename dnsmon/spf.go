@@ -81,18 +81,21 @@ type spfEval struct {
 	r   *Resolver
 	res *SPFResult
 	// nets, when not nil, collects the networks the record authorises
-	// (SPFNetworks).
-	nets *[]netip.Prefix
+	// (SPFNetworks); denied collects those of earlier terms that do not
+	// pass, which win over later ones (first match).
+	nets, denied *[]netip.Prefix
 }
 
 // SPFNetworks returns the networks that domain's SPF record authorises:
 // the ip4, ip6, a and mx terms that pass (no "-", "~" or "?"), through
-// includes and a redirect, within the RFC 7208 lookup limits. Terms that
-// depend on the message (exists, ptr, macros) authorise nothing here. On
-// an error, the networks found so far come with it.
+// passing includes and a redirect, within the RFC 7208 lookup limits.
+// SPF takes the first term that matches, so a network that overlaps one
+// of an earlier term that does not pass is left out. Terms that depend on
+// the message (exists, ptr, macros) authorise nothing here. On an error,
+// the networks found so far come with it.
 func SPFNetworks(ctx context.Context, r *Resolver, domain string) ([]netip.Prefix, error) {
-	nets := []netip.Prefix{}
-	e := &spfEval{ctx: ctx, r: r, res: &SPFResult{}, nets: &nets}
+	nets, denied := []netip.Prefix{}, []netip.Prefix{}
+	e := &spfEval{ctx: ctx, r: r, res: &SPFResult{}, nets: &nets, denied: &denied}
 	record, err := e.record(domain)
 	if err == nil {
 		err = e.eval(domain, record, nil)
@@ -100,9 +103,10 @@ func SPFNetworks(ctx context.Context, r *Resolver, domain string) ([]netip.Prefi
 	return nets, err
 }
 
-// collect adds the networks of a passing ip4, ip6, a or mx term; spec is
-// the term after its name ("192.0.2.0/24", ":example.com/24//64", "/24").
-func (e *spfEval) collect(mech, target, spec string) error {
+// collect adds the networks of an ip4, ip6, a or mx term to nets when it
+// passes, else to denied; spec is the term after its name
+// ("192.0.2.0/24", ":example.com/24//64", "/24").
+func (e *spfEval) collect(mech, target, spec string, pass bool) error {
 	v4, v6 := 32, 128
 	if i := strings.IndexByte(spec, '/'); i >= 0 {
 		c4, c6, dual := strings.Cut(spec[i+1:], "//")
@@ -124,27 +128,42 @@ func (e *spfEval) collect(mech, target, spec string) error {
 			v6 = n
 		}
 	}
+	addPrefix := func(p netip.Prefix) {
+		if !pass {
+			*e.denied = append(*e.denied, p)
+			return
+		}
+		for _, d := range *e.denied {
+			if d.Overlaps(p) {
+				return // an earlier term decides for these addresses
+			}
+		}
+		*e.nets = append(*e.nets, p)
+	}
 	add := func(a netip.Addr) {
 		bits := v6
 		if a.Is4() {
 			bits = v4
 		}
 		if p, err := a.Prefix(bits); err == nil {
-			*e.nets = append(*e.nets, p)
+			addPrefix(p)
 		}
 	}
 	switch mech {
 	case "ip4", "ip6":
 		arg := strings.TrimPrefix(spec, ":")
-		if p, err := netip.ParsePrefix(arg); err == nil {
-			*e.nets = append(*e.nets, p.Masked())
-			return nil
-		}
-		a, err := netip.ParseAddr(arg)
+		p, err := netip.ParsePrefix(arg)
 		if err != nil {
-			return &errSPF{"syntax", fmt.Sprintf("%s:%s is not an address", mech, truncate(arg, 40))}
+			a, aerr := netip.ParseAddr(arg)
+			if aerr != nil {
+				return &errSPF{"syntax", fmt.Sprintf("%s:%s is not an address", mech, truncate(arg, 40))}
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
 		}
-		*e.nets = append(*e.nets, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+		if p.Addr().Is4() != (mech == "ip4") {
+			return &errSPF{"syntax", fmt.Sprintf("%s:%s is of the other address family", mech, truncate(arg, 40))}
+		}
+		addPrefix(p.Masked())
 		return nil
 	case "mx":
 		hosts, err := e.r.MX(e.ctx, target)
@@ -268,8 +287,8 @@ func (e *spfEval) eval(domain, record string, stack []string) error {
 		case "all":
 			sawAll = true
 		case "ip4", "ip6":
-			if e.nets != nil && pass {
-				if err := e.collect(name, "", spec); err != nil {
+			if e.nets != nil {
+				if err := e.collect(name, "", spec, pass); err != nil {
 					return err
 				}
 			}
@@ -277,7 +296,15 @@ func (e *spfEval) eval(domain, record string, stack []string) error {
 			if arg == "" {
 				return &errSPF{"syntax", fmt.Sprintf("%s: include without a domain", domain)}
 			}
-			if err := e.follow(domain, target, "includes", stack); err != nil {
+			// An include that does not pass authorises nothing: its
+			// record is still evaluated, for the limits.
+			nets := e.nets
+			if !pass {
+				e.nets = nil
+			}
+			err := e.follow(domain, target, "includes", stack)
+			e.nets = nets
+			if err != nil {
 				return err
 			}
 		case "a", "mx", "exists", "ptr":
@@ -290,8 +317,8 @@ func (e *spfEval) eval(domain, record string, stack []string) error {
 			if err := e.resolves(name, target); err != nil {
 				return err
 			}
-			if e.nets != nil && pass && (name == "a" || name == "mx") {
-				if err := e.collect(name, target, strings.TrimPrefix(spec, ":"+arg)); err != nil {
+			if e.nets != nil && (name == "a" || name == "mx") {
+				if err := e.collect(name, target, strings.TrimPrefix(spec, ":"+arg), pass); err != nil {
 					return err
 				}
 			}

@@ -75,7 +75,11 @@ func Classify(f Facts, id Identity) (Class, string) {
 		return ClassForwarded, "a known forwarder (" + id.Sender.Name + ")"
 	case dmarcPass:
 		return ClassForwarded, "SPF fails alignment, the DKIM signature is intact"
-	case service:
+	case id.TrustedService || service && (f.SPFPass || f.DKIMPass):
+		// A known sender that authenticated, but for another domain: a
+		// service sending for you without alignment. One that did not
+		// authenticate at all may be anyone on its network (home lines
+		// of an access provider, cloud hosts): the rules below decide.
 		return ClassMisconfigured, "fails DMARC, from " + id.serviceName() + ": the sender to fix"
 	case id.Own:
 		return ClassMisconfigured, "fails DMARC, from a host of the domain itself (" + id.Host + ")"

@@ -89,9 +89,14 @@ type Options struct {
 	Log      *slog.Logger
 }
 
-// spfRefresh is how long the networks of an SPF record are used before
-// the record is read again.
-const spfRefresh = time.Hour
+// The networks of an SPF record are used for spfRefresh before the record
+// is read again, or spfRetry after a failed read; a read may take
+// spfTimeout.
+const (
+	spfRefresh = time.Hour
+	spfRetry   = time.Minute
+	spfTimeout = 10 * time.Second
+)
 
 // Enricher identifies and classifies sources.
 type Enricher struct {
@@ -102,8 +107,10 @@ type Enricher struct {
 }
 
 type spfNets struct {
-	nets    []netip.Prefix
-	fetched time.Time
+	nets     []netip.Prefix
+	fetched  time.Time
+	failed   bool // the last read failed
+	fetching bool
 }
 
 // New returns an Enricher.
@@ -118,16 +125,17 @@ func New(opts Options) *Enricher {
 }
 
 // Identify returns the identity of each address, as sources of mail for
-// policyDomain. Names are looked up concurrently; ctx bounds how long.
+// policyDomain. Names are looked up concurrently, busiest addresses first
+// (the order of ips), within the ration of Names; ctx bounds how long.
 func (e *Enricher) Identify(ctx context.Context, policyDomain string, ips []netip.Addr) map[netip.Addr]Identity {
-	var names map[netip.Addr]string
-	if e.opts.Names != nil {
-		names = e.opts.Names.Resolve(ctx, ips)
-	}
 	trustDomain, trust := e.trustFor(policyDomain)
 	var spf []netip.Prefix
 	if trust.SPF {
-		spf = e.spfNetworks(ctx, trustDomain)
+		spf = e.spfNetworks(trustDomain)
+	}
+	var names map[netip.Addr]string
+	if e.opts.Names != nil {
+		names = e.opts.Names.Resolve(ctx, ips)
 	}
 	own := RegistrableDomain(policyDomain)
 	out := make(map[netip.Addr]Identity, len(ips))
@@ -180,28 +188,42 @@ func (e *Enricher) trustFor(policyDomain string) (string, Trust) {
 	return best, e.opts.Trust[best]
 }
 
-// spfNetworks returns the networks domain's SPF record authorises, read
-// again every spfRefresh; a failed read keeps the previous networks.
-func (e *Enricher) spfNetworks(ctx context.Context, domain string) []netip.Prefix {
+// spfNetworks returns the networks domain's SPF record authorises. The
+// record is read with its own timeout, not under the caller's deadline and
+// not under e.mu; again every spfRefresh after a good read, every
+// spfRetry after a failed one, which keeps the networks of the last good
+// read.
+func (e *Enricher) spfNetworks(domain string) []netip.Prefix {
+	if e.opts.Resolver == nil {
+		return nil
+	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	cur, ok := e.spf[domain]
-	if ok && time.Since(cur.fetched) < spfRefresh || e.opts.Resolver == nil {
+	due := !ok || time.Since(cur.fetched) >= spfRefresh || cur.failed && time.Since(cur.fetched) >= spfRetry
+	if !due || cur.fetching {
+		e.mu.Unlock()
 		return cur.nets
 	}
+	cur.fetching = true
+	e.spf[domain] = cur
+	e.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), spfTimeout)
+	defer cancel()
 	nets, err := dnsmon.SPFNetworks(ctx, e.opts.Resolver, domain)
-	cur.fetched = time.Now()
+
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	cur = e.spf[domain]
+	cur.fetching, cur.fetched, cur.failed = false, time.Now(), err != nil
 	if err != nil {
 		e.opts.Metrics.lookupErrors.WithLabelValues("spf").Inc()
-		e.opts.Log.Warn("SPF networks of a trusted domain", "domain", domain, "err", err)
-		if len(nets) == 0 {
-			e.spf[domain] = cur
-			return cur.nets
-		}
+		e.opts.Log.Warn("SPF networks of a trusted domain: keeping the last good ones", "domain", domain, "err", err)
+	} else {
+		cur.nets = nets
 	}
-	cur.nets = nets
 	e.spf[domain] = cur
-	return nets
+	return cur.nets
 }
 
 // Metrics are the enrichment's own health metrics.
@@ -236,6 +258,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	return m
 }
+
+// CacheMisses is the counter of names not found in the cache.
+func (m *Metrics) CacheMisses() prometheus.Counter { return m.cacheMisses }
 
 // DatabaseCollector serves the build time of the databases in use, as
 // dmarc_enrichment_database_build_timestamp_seconds{database}.

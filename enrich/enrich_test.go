@@ -11,6 +11,7 @@ import (
 	"github.com/maxmind/mmdbwriter/mmdbtype"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/time/rate"
 
 	"github.com/dmarc-exporter/dmarc-exporter/dnsmon"
 	"github.com/dmarc-exporter/dmarc-exporter/internal/testenv"
@@ -98,7 +99,9 @@ func testNames(t testing.TB) (*Names, *testenv.DNSServer, *Metrics) {
 	srv := testenv.StartDNS(t, "testdata/names.zone")
 	m := NewMetrics(nil)
 	r := &dnsmon.Resolver{Servers: []string{srv.Addr}, Timeout: time.Second}
-	return NewNames(r, time.Second, 4, 0, m), srv, m
+	names := NewNames(r, time.Second, 4, 0, m)
+	names.limiter = rate.NewLimiter(rate.Inf, 0) // the tests look up more than a real ingest would
+	return names, srv, m
 }
 
 // TestNames: forward-confirmed names reduced to their registrable domain;
@@ -156,5 +159,30 @@ func TestNamesDeadResolver(t *testing.T) {
 	timeouts, skipped := value(m.lookupErrors.WithLabelValues("timeout")), value(m.lookupErrors.WithLabelValues("skipped"))
 	if timeouts+skipped != 40 || timeouts > breakerFailures+2 {
 		t.Errorf("timeouts %v, skipped %v", timeouts, skipped)
+	}
+}
+
+// TestNamesRationed: one call looks up at most MaxLookups uncached
+// addresses; the rest get no name and are not cached. A caller whose time
+// is up does not count against the resolver: no timeouts, no pause.
+func TestNamesRationed(t *testing.T) {
+	srv := testenv.StartDNS(t, "testdata/names.zone")
+	m := NewMetrics(nil)
+	names := NewNames(&dnsmon.Resolver{Servers: []string{srv.Addr}, Timeout: time.Second}, time.Second, 8, 0, m)
+	var ips []netip.Addr
+	for i := range 600 {
+		ips = append(ips, netip.AddrFrom4([4]byte{198, 51, byte(100 + i/256), byte(i)}))
+	}
+	names.Resolve(context.Background(), ips)
+	if looked, skipped := value(m.cacheMisses)-value(m.lookupErrors.WithLabelValues("skipped")), value(m.lookupErrors.WithLabelValues("skipped")); looked != MaxLookups || skipped != 600-MaxLookups {
+		t.Errorf("%v looked up, %v skipped; want %d and %d", looked, skipped, MaxLookups, 600-MaxLookups)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	fresh := NewNames(&dnsmon.Resolver{Servers: []string{srv.Addr}, Timeout: time.Second}, time.Second, 8, 0, m)
+	fresh.Resolve(ctx, ips[:50])
+	if n := value(m.lookupErrors.WithLabelValues("timeout")); n != 0 || fresh.paused() {
+		t.Errorf("a cancelled caller counted %v timeouts, paused %v", n, fresh.paused())
 	}
 }

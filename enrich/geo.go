@@ -14,8 +14,11 @@ import (
 const statEvery = 30 * time.Second
 
 // DB is a MaxMind-format database (GeoLite2, DB-IP Lite, IPinfo Lite) read
-// offline. It is opened again when its file changes, so that a weekly
-// download takes effect without a restart.
+// offline. It is read into memory, not mapped: a download that rewrites
+// the file in place must not pull pages from under a lookup. It is read
+// again when its file changes, so that a weekly download takes effect
+// without a restart; the old copy stays with the lookups still using it
+// and is freed with them.
 type DB struct {
 	path string
 	now  func() time.Time
@@ -42,15 +45,15 @@ func (d *DB) open() error {
 	if err != nil {
 		return err
 	}
-	r, err := maxminddb.Open(d.path)
+	data, err := os.ReadFile(d.path)
+	if err != nil {
+		return err
+	}
+	r, err := maxminddb.OpenBytes(data)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", d.path, err)
 	}
-	old := d.r
 	d.r, d.mtime, d.size, d.checked = r, fi.ModTime(), fi.Size(), d.now()
-	if old != nil {
-		old.Close()
-	}
 	return nil
 }
 

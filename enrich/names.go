@@ -12,6 +12,7 @@ import (
 
 	"github.com/miekg/dns"
 	"golang.org/x/net/publicsuffix"
+	"golang.org/x/time/rate"
 
 	"github.com/dmarc-exporter/dmarc-exporter/dnsmon"
 )
@@ -46,6 +47,15 @@ const (
 	errorTTL     = time.Minute      // timeout, SERVFAIL
 	maxPTRNames  = 3                // PTR names tried for forward confirmation
 	defaultCache = 100_000
+	// Uncached lookups are rationed: anyone can send a report with
+	// thousands of addresses whose reverse zones answer slowly. At most
+	// MaxLookups per Resolve call, and lookupRate a second over time
+	// (with a burst of lookupBurst); addresses past the ration get no
+	// name this time, and are not cached, so a later report may name
+	// them. Callers pass addresses busiest first.
+	MaxLookups  = 256
+	lookupRate  = 50
+	lookupBurst = 512
 )
 
 // Names resolves source addresses to forward-confirmed names: the PTR
@@ -59,6 +69,8 @@ type Names struct {
 	maxSize  int
 	now      func() time.Time
 	metrics  *Metrics
+
+	limiter *rate.Limiter
 
 	mu    sync.Mutex
 	cache map[netip.Addr]nameEntry
@@ -92,7 +104,7 @@ func NewNames(r *dnsmon.Resolver, timeout time.Duration, concurrency, cacheSize 
 		m = NewMetrics(nil)
 	}
 	return &Names{resolver: r, timeout: timeout, sem: make(chan struct{}, concurrency), maxSize: cacheSize,
-		now: time.Now, metrics: m, cache: map[netip.Addr]nameEntry{}}
+		now: time.Now, metrics: m, cache: map[netip.Addr]nameEntry{}, limiter: rate.NewLimiter(lookupRate, lookupBurst)}
 }
 
 // cached returns a fresh cache entry for ip.
@@ -130,30 +142,35 @@ func (n *Names) store(ip netip.Addr, name string, ttl time.Duration) {
 
 // Resolve looks up the names of ips, concurrently and from the cache
 // where it can, and returns those found. It returns when all are done or
-// ctx ends; addresses not resolved by then have no name.
+// ctx ends; addresses not resolved by then, or past the ration of
+// uncached lookups, have no name.
 func (n *Names) Resolve(ctx context.Context, ips []netip.Addr) map[netip.Addr]string {
 	out := map[netip.Addr]string{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
+	lookups := 0
 	for _, ip := range ips {
 		if name, ok := n.cached(ip); ok {
 			n.metrics.cacheHits.Inc()
 			if name != "" {
+				mu.Lock()
 				out[ip] = name
+				mu.Unlock()
 			}
 			continue
 		}
 		n.metrics.cacheMisses.Inc()
-		if n.paused() {
+		if n.paused() || ctx.Err() != nil || lookups >= MaxLookups || !n.limiter.Allow() {
 			n.metrics.lookupErrors.WithLabelValues("skipped").Inc()
 			continue
 		}
 		select {
 		case n.sem <- struct{}{}:
 		case <-ctx.Done():
-			n.metrics.lookupErrors.WithLabelValues("timeout").Inc()
+			n.metrics.lookupErrors.WithLabelValues("skipped").Inc()
 			continue
 		}
+		lookups++
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -178,12 +195,15 @@ func (n *Names) paused() bool {
 }
 
 // lookup resolves one address and caches the answer.
-func (n *Names) lookup(ctx context.Context, ip netip.Addr) string {
-	ctx, cancel := context.WithTimeout(ctx, n.timeout)
+// lookup resolves one address and caches the answer. When the caller's
+// ctx ends first, nothing is cached or counted against the resolver: the
+// caller ran out of time, the resolver did not fail.
+func (n *Names) lookup(parent context.Context, ip netip.Addr) string {
+	ctx, cancel := context.WithTimeout(parent, n.timeout)
 	defer cancel()
 	ptrs, ttl, err := n.resolver.PTR(ctx, ip)
 	if err != nil {
-		n.fail(ip, err)
+		n.fail(parent, ip, err)
 		return ""
 	}
 	qtype := dns.TypeA
@@ -193,7 +213,7 @@ func (n *Names) lookup(ctx context.Context, ip netip.Addr) string {
 	for _, host := range ptrs[:min(len(ptrs), maxPTRNames)] {
 		addrs, attl, err := n.resolver.Addrs(ctx, host, qtype)
 		if err != nil {
-			n.fail(ip, err)
+			n.fail(parent, ip, err)
 			return ""
 		}
 		if !slices.Contains(addrs, ip) {
@@ -218,7 +238,11 @@ func (n *Names) answered() {
 	n.mu.Unlock()
 }
 
-func (n *Names) fail(ip netip.Addr, err error) {
+func (n *Names) fail(parent context.Context, ip netip.Addr, err error) {
+	if parent.Err() != nil {
+		n.metrics.lookupErrors.WithLabelValues("skipped").Inc()
+		return
+	}
 	kind := "error"
 	switch {
 	case isTimeout(err):

@@ -1,19 +1,18 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
 
+	"github.com/dmarc-exporter/dmarc-exporter/collector"
 	"github.com/dmarc-exporter/dmarc-exporter/config"
 	"github.com/dmarc-exporter/dmarc-exporter/enrich"
 	"github.com/dmarc-exporter/dmarc-exporter/report"
@@ -30,6 +29,7 @@ type parseCmd struct {
 	configFile *string
 	asnDB      *string
 	countryDB  *string
+	stderr     io.Writer
 }
 
 func newParseCmd(app *kingpin.Application) *parseCmd {
@@ -59,7 +59,8 @@ func (c *parseCmd) enricher(resolvers []string) (*enrich.Enricher, error) {
 	}
 	resolver, err := newResolver(resolvers)
 	if err != nil {
-		resolver = nil // no names
+		fmt.Fprintf(c.stderr, "enrich: no DNS resolver, so no names: %v\n", err)
+		resolver = nil
 	}
 	e, _, err := buildEnricher(cfg.Senders, resolver, nil, nil)
 	return e, err
@@ -69,6 +70,7 @@ func (c *parseCmd) run(resolvers []string, stdout, stderr io.Writer) int {
 	status := 0
 	lim := report.DefaultLimits()
 	var enr *enrich.Enricher
+	c.stderr = stderr
 	if *c.enrich {
 		var err error
 		if enr, err = c.enricher(resolvers); err != nil {
@@ -174,16 +176,38 @@ func writeAggregate(w io.Writer, name string, doc report.Document, lim report.Li
 	defer recs.Close()
 	var messages uint64
 	var flagged int
-	for rec, err := range dec.All() {
+	records := dec.All()
+	n := 0
+	var sources func(*report.Record) *sourceJSON
+	if enr != nil {
+		// The whole report is identified at once, busiest sources first,
+		// as the exporter does.
+		var all []*report.Record
+		for rec, err := range records {
+			if err != nil {
+				return err
+			}
+			all = append(all, rec)
+		}
+		records = func(yield func(*report.Record, error) bool) {
+			for _, rec := range all {
+				if !yield(rec, nil) {
+					return
+				}
+			}
+		}
+		sources = sourcesOf(enr, hdr.Policy.Domain, all)
+	}
+	for rec, err := range records {
 		if err != nil {
 			return err
 		}
-		if dec.RecordCount() > 1 {
+		if n++; n > 1 {
 			recs.Write([]byte{','})
 		}
 		var line []byte
-		if enr != nil && rec.Problem == "" {
-			line, err = json.Marshal(enrichedRecord{rec, sourceOf(enr, hdr.Policy.Domain, rec)})
+		if sources != nil && rec.Problem == "" {
+			line, err = json.Marshal(enrichedRecord{rec, sources(rec)})
 		} else {
 			line, err = json.Marshal(rec)
 		}
@@ -237,7 +261,7 @@ func writeAggregate(w io.Writer, name string, doc report.Document, lim report.Li
 // enrichedRecord is a record with its source, for parse --enrich.
 type enrichedRecord struct {
 	*report.Record
-	Source sourceJSON `json:"source"`
+	Source *sourceJSON `json:"source"`
 }
 
 // sourceJSON is what the exporter makes of a record's source: the labels
@@ -253,19 +277,25 @@ type sourceJSON struct {
 	TrustedService bool   `json:"trusted_service,omitempty"`
 	Class          string `json:"class"`
 	Reason         string `json:"reason"`
+	// Labels are the label values dmarc_source_messages_total gets.
+	Labels map[string]string `json:"labels"`
 }
 
-func sourceOf(enr *enrich.Enricher, domain string, rec *report.Record) sourceJSON {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	id := enr.Identify(ctx, domain, []netip.Addr{rec.SourceIP})[rec.SourceIP]
-	class, reason := enrich.Classify(enrich.FactsOf(rec), id)
-	out := sourceJSON{ASN: id.ASN, ASOrg: id.ASOrg, Country: id.Country, Host: id.Host, Name: id.Name(),
-		TrustedNetwork: id.TrustedNetwork, TrustedService: id.TrustedService, Class: string(class), Reason: reason}
-	if id.Sender != nil {
-		out.SenderType = id.Sender.Type
+// sourcesOf identifies the sources of a report's records and returns what
+// to print for each record.
+func sourcesOf(enr *enrich.Enricher, domain string, recs []*report.Record) func(*report.Record) *sourceJSON {
+	ids := collector.IdentifyRecords(enr, domain, recs)
+	return func(rec *report.Record) *sourceJSON {
+		id := ids[rec.SourceIP]
+		l := collector.SourceLabels(id, enrich.FactsOf(rec), config.DefaultLabelLength)
+		out := &sourceJSON{ASN: id.ASN, ASOrg: id.ASOrg, Country: id.Country, Host: id.Host, Name: id.Name(),
+			TrustedNetwork: id.TrustedNetwork, TrustedService: id.TrustedService, Class: l.Class, Reason: l.Reason,
+			Labels: map[string]string{"source_asn": l.ASN, "source_org": l.Org, "source_country": l.Country, "source_name": l.Name, "source_class": l.Class}}
+		if id.Sender != nil {
+			out.SenderType = id.Sender.Type
+		}
+		return out
 	}
-	return out
 }
 
 // tlsJSON is the line of an SMTP TLS report.
