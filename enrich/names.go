@@ -70,7 +70,8 @@ type Names struct {
 	now      func() time.Time
 	metrics  *Metrics
 
-	limiter *rate.Limiter
+	limiter    *rate.Limiter
+	maxLookups int // MaxLookups
 
 	mu    sync.Mutex
 	cache map[netip.Addr]nameEntry
@@ -104,7 +105,7 @@ func NewNames(r *dnsmon.Resolver, timeout time.Duration, concurrency, cacheSize 
 		m = NewMetrics(nil)
 	}
 	return &Names{resolver: r, timeout: timeout, sem: make(chan struct{}, concurrency), maxSize: cacheSize,
-		now: time.Now, metrics: m, cache: map[netip.Addr]nameEntry{}, limiter: rate.NewLimiter(lookupRate, lookupBurst)}
+		now: time.Now, metrics: m, cache: map[netip.Addr]nameEntry{}, limiter: rate.NewLimiter(lookupRate, lookupBurst), maxLookups: MaxLookups}
 }
 
 // cached returns a fresh cache entry for ip.
@@ -160,7 +161,7 @@ func (n *Names) Resolve(ctx context.Context, ips []netip.Addr) map[netip.Addr]st
 			continue
 		}
 		n.metrics.cacheMisses.Inc()
-		if n.paused() || ctx.Err() != nil || lookups >= MaxLookups || !n.limiter.Allow() {
+		if n.paused() || ctx.Err() != nil || lookups >= n.maxLookups || !n.limiter.Allow() {
 			n.metrics.lookupErrors.WithLabelValues("skipped").Inc()
 			continue
 		}
