@@ -56,6 +56,7 @@ fuzz:
 	$(GO) test ./report -run '^$$' -fuzz '^FuzzScanner$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./report -run '^$$' -fuzz '^FuzzTLSReport$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./report -run '^$$' -fuzz '^FuzzFailure$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./enrich -run '^$$' -fuzz '^FuzzRegistrableDomain$$' -fuzztime $(FUZZTIME)
 
 bench:
 	$(GO) test ./report ./collector ./enrich ./source -run '^$$' -bench . -benchmem
