@@ -44,6 +44,8 @@ const (
 	// transferRate is the slowest download accepted: a body fetch may
 	// take the timeout plus its size at this rate.
 	transferRate = 64 << 10 // bytes per second
+	// minSession is the shortest session ended only to renew its token.
+	minSession = time.Minute
 )
 
 // IMAP reads a mailbox. A message is read when the state file has no mark
@@ -202,6 +204,7 @@ func backoff(n int) time.Duration {
 // is done; synced says whether a sync completed.
 func (s *IMAP) session(ctx context.Context) (synced bool, err error) {
 	newMail := make(chan struct{}, 1)
+	started := time.Now()
 	c, err := s.dial(ctx, newMail)
 	if err != nil {
 		return false, err
@@ -233,7 +236,9 @@ func (s *IMAP) session(ctx context.Context) (synced bool, err error) {
 		if ctx.Err() != nil {
 			return synced, ctx.Err()
 		}
-		if !s.tokenEnds.IsZero() && time.Until(s.tokenEnds) < tokenEarly {
+		// A token about to expire: log in again with a new one, but not
+		// more than once a minute, whatever lifetime the provider gives.
+		if !s.tokenEnds.IsZero() && time.Until(s.tokenEnds) < tokenEarly && time.Since(started) >= minSession {
 			return synced, errReauth
 		}
 	}
@@ -699,7 +704,7 @@ func (s *IMAP) wait(ctx context.Context, c *imapclient.Client, newMail chan stru
 	default:
 	}
 	if !s.tokenEnds.IsZero() {
-		timer.Reset(min(time.Duration(s.cfg.PollInterval), max(time.Until(s.tokenEnds)-tokenEarly, 0)))
+		timer.Reset(min(time.Duration(s.cfg.PollInterval), max(time.Until(s.tokenEnds)-tokenEarly, minSession)))
 	}
 	var idle *imapclient.IdleCommand
 	if err := s.within(c, func() (err error) { idle, err = c.Idle(); return err }); err != nil {
