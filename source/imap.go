@@ -61,12 +61,17 @@ type IMAP struct {
 	metrics *Metrics
 	log     *slog.Logger
 
-	tokens    oauth2.TokenSource // cached access tokens; nil until the first OAuth login
-	refresh   string             // the newest refresh token (providers may rotate it)
-	tokenEnds time.Time          // when the access token of this session expires
+	tokens     oauth2.TokenSource // cached access tokens; nil until the first OAuth login
+	refresh    string             // the newest refresh token (providers may rotate it)
+	configured string             // the refresh token last read from the configuration
+	tokenEnds  time.Time          // when the access token of this session expires
 
 	noopEvery time.Duration // keepaliveEvery; shorter in tests
 	noMove    bool          // tests: use COPY + STORE + UID EXPUNGE, as without MOVE
+	// copied are the messages (by path) copied by the COPY fallback whose
+	// \Deleted flag the server did not keep (no right to delete): never
+	// copied again by this process.
+	copied map[string]bool
 }
 
 // NewIMAP returns a mailbox source.
@@ -80,7 +85,8 @@ func NewIMAP(cfg config.IMAP, sink Sink, m *Metrics, log *slog.Logger) *IMAP {
 		m.imapMoved.WithLabelValues(cfg.Name, f)
 	}
 	m.imapFetched.WithLabelValues(cfg.Name)
-	return &IMAP{cfg: cfg, sink: sink, metrics: m, log: log.With("input", cfg.Name), noopEvery: keepaliveEvery}
+	return &IMAP{cfg: cfg, sink: sink, metrics: m, log: log.With("input", cfg.Name), noopEvery: keepaliveEvery,
+		copied: map[string]bool{}}
 }
 
 // errNoAnswer: the server did not answer a command in time.
@@ -281,7 +287,8 @@ func (s *IMAP) dial(ctx context.Context, newMail chan struct{}) (*imapclient.Cli
 	}
 	addr := net.JoinHostPort(s.cfg.Host, strconv.Itoa(s.cfg.Port))
 	timeout := time.Duration(s.cfg.Timeout)
-	dctx, cancel := context.WithTimeout(ctx, timeout)
+	deadline := time.Now().Add(timeout)
+	dctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	conn, err := (&net.Dialer{}).DialContext(dctx, "tcp", addr)
 	if err != nil {
@@ -289,7 +296,6 @@ func (s *IMAP) dial(ctx context.Context, newMail chan struct{}) (*imapclient.Cli
 	}
 	// Until the session is set up, the whole exchange has one deadline,
 	// and ctx ending closes the connection.
-	deadline := time.Now().Add(timeout)
 	conn.SetDeadline(deadline)
 	stop := context.AfterFunc(dctx, func() { conn.Close() })
 	defer stop()
@@ -308,14 +314,17 @@ func (s *IMAP) dial(ctx context.Context, newMail chan struct{}) (*imapclient.Cli
 	if err == nil {
 		err = c.WaitGreeting()
 	}
-	if err == nil && !stop() {
-		err = ctx.Err() // cancelled, or the timeout closed the connection
-		if err == nil {
+	if closed := !stop(); closed && ctx.Err() == nil {
+		// The deadline closed the connection: whatever error that gave,
+		// the server did not answer in time.
+		switch {
+		case err == nil:
 			err = fmt.Errorf("%w (%s)", errNoAnswer, timeout)
+		case !errors.Is(err, errNoAnswer):
+			err = fmt.Errorf("%w (%s): %v", errNoAnswer, timeout, err)
 		}
-	}
-	if err != nil && ctx.Err() == nil && !time.Now().Before(deadline) && !errors.Is(err, errNoAnswer) {
-		err = fmt.Errorf("%w (%s): %v", errNoAnswer, timeout, err)
+	} else if closed && err == nil {
+		err = ctx.Err()
 	}
 	if err != nil {
 		conn.Close()
@@ -401,6 +410,8 @@ func (s *IMAP) sync(ctx context.Context, c *imapclient.Client, f folderNames, ui
 		switch {
 		case !seen:
 			todo = append(todo, m)
+		case s.copied[m.path]:
+			// copied already, and the server keeps it: leave it
 		case rejected:
 			savedBad = append(savedBad, uid)
 		default:
@@ -415,7 +426,7 @@ func (s *IMAP) sync(ctx context.Context, c *imapclient.Client, f folderNames, ui
 			s.metrics.errors.WithLabelValues(s.cfg.Name).Inc()
 			return &localError{fmt.Errorf("save state: %w", err)}
 		}
-		if err := s.finish(c, f, saved, savedBad); err != nil {
+		if err := s.finish(c, f, saved, savedBad, path); err != nil {
 			return err
 		}
 	}
@@ -430,9 +441,6 @@ func (s *IMAP) sync(ctx context.Context, c *imapclient.Client, f folderNames, ui
 		todo = todo[n:]
 		s.metrics.imapPending.WithLabelValues(s.cfg.Name).Set(float64(len(todo)))
 	}
-	if err := s.expungeCopied(c, f, path); err != nil {
-		return err
-	}
 	s.sink.PruneFiles(root+"/", present)
 	s.metrics.scans.WithLabelValues(s.cfg.Name).Inc()
 	s.metrics.lastScan.WithLabelValues(s.cfg.Name).SetToCurrentTime()
@@ -442,7 +450,7 @@ func (s *IMAP) sync(ctx context.Context, c *imapclient.Client, f folderNames, ui
 // finish moves messages whose reports were saved in an earlier session.
 // Without folders, messages stay where they are: those not flagged \Seen
 // yet are flagged.
-func (s *IMAP) finish(c *imapclient.Client, f folderNames, saved, savedBad []imap.UID) error {
+func (s *IMAP) finish(c *imapclient.Client, f folderNames, saved, savedBad []imap.UID, path func(imap.UID) string) error {
 	if f.archive == "" || f.invalid == "" {
 		unseen, err := s.search(c, &imap.SearchCriteria{NotFlag: []imap.Flag{imap.FlagSeen, imap.FlagDeleted}})
 		if err != nil {
@@ -462,34 +470,10 @@ func (s *IMAP) finish(c *imapclient.Client, f folderNames, saved, savedBad []ima
 		}
 		saved, savedBad = keep(saved, f.archive), keep(savedBad, f.invalid)
 	}
-	if err := s.dispose(c, saved, f.archive, "archive"); err != nil {
+	if err := s.dispose(c, saved, f.archive, "archive", path); err != nil {
 		return err
 	}
-	return s.dispose(c, savedBad, f.invalid, "invalid")
-}
-
-// expungeCopied completes the COPY fallback after a crash between
-// flagging the copied messages \Deleted and expunging them: messages
-// flagged \Deleted whose reports were saved are copies made already, and
-// are expunged, by UID, when the server can expunge only them.
-func (s *IMAP) expungeCopied(c *imapclient.Client, f folderNames, path func(imap.UID) string) error {
-	if f.archive == "" && f.invalid == "" || !c.Caps().Has(imap.CapUIDPlus) || c.Caps().Has(imap.CapMove) && !s.noMove {
-		return nil
-	}
-	deleted, err := s.search(c, &imap.SearchCriteria{Flag: []imap.Flag{imap.FlagDeleted}})
-	if err != nil {
-		return err
-	}
-	var done []imap.UID
-	for _, uid := range deleted {
-		if seen, rejected := s.sink.Seen(path(uid), imapMark); seen && (rejected && f.invalid != "" || !rejected && f.archive != "") {
-			done = append(done, uid)
-		}
-	}
-	if len(done) == 0 {
-		return nil
-	}
-	return s.within(c, func() error { return c.UIDExpunge(imap.UIDSetNum(done...)).Close() })
+	return s.dispose(c, savedBad, f.invalid, "invalid", path)
 }
 
 // batch reads, saves and then moves a few messages. Sizes are asked
@@ -542,40 +526,35 @@ func (s *IMAP) batch(c *imapclient.Client, f folderNames, msgs []message) error 
 	if len(group) > 0 {
 		groups = append(groups, group)
 	}
-	section := &imap.FetchItemBodySection{Peek: true, Partial: &imap.SectionPartial{Offset: 0, Size: max + 1}}
 	for _, g := range groups {
-		var bodies []*imapclient.FetchMessageBuffer
+		var bodies []fetched
 		limit := time.Duration(s.cfg.Timeout) + time.Duration(int64(len(g))*max/transferRate)*time.Second
-		if err := bounded(c, limit, func() (err error) {
-			bodies, err = c.Fetch(imap.UIDSetNum(g...), &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{section}}).Collect()
-			return err
-		}); err != nil {
+		if err := bounded(c, limit, func() (err error) { bodies, err = fetchBodies(c, g, max); return err }); err != nil {
 			return fmt.Errorf("fetch messages: %w", err)
 		}
 		stop := s.keepAlive(c)
 		for _, m := range bodies {
-			msg, ok := byUID[m.UID]
-			if !ok || len(m.BodySection) == 0 {
+			msg, ok := byUID[m.uid]
+			if !ok {
 				continue
 			}
 			s.metrics.imapFetched.WithLabelValues(s.cfg.Name).Inc()
-			body := m.BodySection[0].Bytes
-			if int64(len(body)) > max { // the announced size was wrong
-				refuse(m.UID, int64(len(body)))
+			if int64(len(m.body)) > max { // the announced size was wrong
+				refuse(m.uid, int64(len(m.body)))
 				continue
 			}
-			err := s.sink.IngestFile(s.cfg.Name, msg.path, imapMark, bytes.NewReader(body))
+			err := s.sink.IngestFile(s.cfg.Name, msg.path, imapMark, bytes.NewReader(m.body))
 			if errors.Is(err, report.ErrRead) {
 				continue // cannot happen from memory; read again next time if it does
 			}
 			if err != nil {
-				s.log.Warn("message rejected", "uid", m.UID, "err", err)
+				s.log.Warn("message rejected", "uid", m.uid, "err", err)
 				s.metrics.files.WithLabelValues(s.cfg.Name, "rejected").Inc()
-				bad = append(bad, m.UID)
+				bad = append(bad, m.uid)
 				continue
 			}
 			s.metrics.files.WithLabelValues(s.cfg.Name, "ingested").Inc()
-			good = append(good, m.UID)
+			good = append(good, m.uid)
 		}
 		if err := stop(); err != nil {
 			return err
@@ -585,10 +564,53 @@ func (s *IMAP) batch(c *imapclient.Client, f folderNames, msgs []message) error 
 		s.metrics.errors.WithLabelValues(s.cfg.Name).Inc()
 		return &localError{fmt.Errorf("save state: %w", err)} // nothing is moved before it is saved
 	}
-	if err := s.dispose(c, good, f.archive, "archive"); err != nil {
+	path := func(uid imap.UID) string { return byUID[uid].path }
+	if err := s.dispose(c, good, f.archive, "archive", path); err != nil {
 		return err
 	}
-	return s.dispose(c, bad, f.invalid, "invalid")
+	return s.dispose(c, bad, f.invalid, "invalid", path)
+}
+
+// fetched is a downloaded message.
+type fetched struct {
+	uid  imap.UID
+	body []byte
+}
+
+// fetchBodies downloads messages, at most max+1 bytes of each (the rest of
+// a longer body is read and dropped, so that it shows as too large), and
+// stops keeping bodies once batchBytes are held: a server that announced
+// smaller sizes than it sends costs no more memory. Messages not kept are
+// read at the next sync.
+func fetchBodies(c *imapclient.Client, uids []imap.UID, max int64) ([]fetched, error) {
+	section := &imap.FetchItemBodySection{Peek: true, Partial: &imap.SectionPartial{Offset: 0, Size: max + 1}}
+	cmd := c.Fetch(imap.UIDSetNum(uids...), &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{section}})
+	var out []fetched
+	held := int64(0)
+	for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
+		var m fetched
+		for item := msg.Next(); item != nil; item = msg.Next() {
+			switch item := item.(type) {
+			case imapclient.FetchItemDataUID:
+				m.uid = item.UID
+			case imapclient.FetchItemDataBodySection:
+				if item.Literal == nil || held > batchBytes {
+					continue
+				}
+				body, err := io.ReadAll(io.LimitReader(item.Literal, max+1))
+				if err != nil {
+					cmd.Close()
+					return nil, err
+				}
+				m.body = body
+				held += int64(len(body))
+			}
+		}
+		if m.uid != 0 && m.body != nil {
+			out = append(out, m)
+		}
+	}
+	return out, cmd.Close()
 }
 
 // keepAlive sends a NOOP every noopEvery until stop is called, so that a
@@ -621,11 +643,13 @@ func (s *IMAP) keepAlive(c *imapclient.Client) (stop func() error) {
 // folder configured, flags them \Seen. Without MOVE, it copies, flags the
 // originals \Deleted and expunges exactly those UIDs (UID EXPUNGE); a
 // server without UIDPLUS cannot expunge only them, so they stay flagged
-// \Deleted for the user to expunge. Nothing is removed unless the copy
-// succeeded. A server that refuses (NO: a full or missing folder, no
-// rights) is logged and counted, and reading goes on; the move is tried
-// again at the next sync.
-func (s *IMAP) dispose(c *imapclient.Client, uids []imap.UID, folder, kind string) error {
+// \Deleted for the user to expunge (as they do after a crash between the
+// copy and the expunge). Nothing is removed unless the copy succeeded, and
+// a message whose \Deleted flag the server does not keep is not copied
+// again. A server that refuses (NO: a full or missing folder, no rights)
+// is logged and counted, and reading goes on; the move is tried again at
+// the next sync.
+func (s *IMAP) dispose(c *imapclient.Client, uids []imap.UID, folder, kind string, path func(imap.UID) string) error {
 	if len(uids) == 0 {
 		return nil
 	}
@@ -646,8 +670,21 @@ func (s *IMAP) dispose(c *imapclient.Client, uids []imap.UID, folder, kind strin
 		if _, err := c.Copy(set, folder).Wait(); err != nil {
 			return fmt.Errorf("copy to %s: %w", folder, err)
 		}
+		for _, u := range uids {
+			s.copied[path(u)] = true // until the flag is seen to stick
+		}
 		if err := c.Store(set, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close(); err != nil {
 			return fmt.Errorf("flag copied messages \\Deleted: %w", err)
+		}
+		kept, err := c.UIDSearch(&imap.SearchCriteria{UID: []imap.UIDSet{set}, Flag: []imap.Flag{imap.FlagDeleted}}, nil).Wait()
+		if err != nil {
+			return fmt.Errorf("check the \\Deleted flags: %w", err)
+		}
+		for _, u := range kept.AllUIDs() {
+			delete(s.copied, path(u))
+		}
+		if n := len(uids) - len(kept.AllUIDs()); n > 0 {
+			s.log.Warn("the server did not keep the \\Deleted flag of copied messages (no right to delete?): they stay in the folder and are not copied again", "messages", n, "folder", folder)
 		}
 		if c.Caps().Has(imap.CapUIDPlus) {
 			if err := c.UIDExpunge(set).Close(); err != nil {

@@ -517,6 +517,37 @@ func TestIMAPWithoutExtensions(t *testing.T) {
 	}
 }
 
+// TestIMAPNoDeleteRight: without MOVE, and without the right to delete in
+// the folder (Dovecot's ACL), the server drops the \Deleted flag of the
+// copied messages: each is copied once, not again at every sync, and the
+// log says why it stays.
+func TestIMAPNoDeleteRight(t *testing.T) {
+	dir, err := os.MkdirTemp("/tmp", "acl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	acl := filepath.Join(dir, "acl")
+	os.WriteFile(acl, []byte("INBOX owner lrwsip\n"), 0o644) // no t (delete) nor e (expunge)
+	mb := startMailbox(t, testenv.DovecotOptions{
+		Capability: "IMAP4rev1 LITERAL+ SASL-IR LOGIN-REFERRALS ID ENABLE IDLE UIDPLUS",
+		Extra:      "mail_plugins = acl\nplugin {\n acl = vfile:" + acl + "\n}\n",
+	})
+	mb.append("INBOX", reportMail(t, "acl-1"))
+	cfg := mb.source("tls")
+	cfg.ArchiveFolder = "Archive"
+	cfg.PollInterval = config.Duration(300 * time.Millisecond)
+	r := runIMAP(t, cfg, func(s *IMAP) { s.noMove = true })
+	waitFor(t, "four syncs", 20*time.Second, func() bool { return r.value(r.m.scans.WithLabelValues("mbox")) >= 4 })
+	if a, in := mb.count("Archive"), mb.count("INBOX"); a != 1 || in != 1 {
+		t.Errorf("archive %d, INBOX %d: want one copy, and the original kept", a, in)
+	}
+	if !strings.Contains(r.log.String(), "did not keep the") {
+		t.Errorf("the log does not say why the message stays:\n%s", r.log)
+	}
+}
+
 // silentServer accepts connections, greets (unless tls), then never
 // answers; it returns its port.
 func silentServer(t *testing.T, greet bool) int {
@@ -607,6 +638,7 @@ type idp struct {
 	tokens  map[string]string // access token -> user
 	grants  []string          // grant types asked for
 	revoked bool              // every token is reported inactive
+	down    bool              // the token endpoint answers 503
 }
 
 func startIDP(t *testing.T) *idp {
@@ -629,6 +661,11 @@ func (p *idp) serve(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	switch r.URL.Path {
 	case "/token":
+		if p.down {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprint(w, `{"error":"temporarily_unavailable"}`)
+			return
+		}
 		id, secret, _ := r.BasicAuth()
 		if id == "" {
 			id, secret = r.Form.Get("client_id"), r.Form.Get("client_secret")
@@ -706,6 +743,9 @@ func TestIMAPOAuth(t *testing.T) {
 		}
 	})
 	t.Run("bad refresh token", func(t *testing.T) {
+		p.mu.Lock()
+		p.revoked = false
+		p.mu.Unlock()
 		bad := filepath.Join(dir, "bad")
 		os.WriteFile(bad, []byte("expired"), 0o600)
 		cfg := mb.source("tls")
@@ -715,6 +755,25 @@ func TestIMAPOAuth(t *testing.T) {
 		waitFor(t, "an auth error", 20*time.Second, func() bool { return r.value(r.m.imapErrors.WithLabelValues("mbox", "auth")) >= 1 })
 		if !strings.Contains(r.log.String(), "invalid_grant") {
 			t.Errorf("the log does not give the token endpoint's words:\n%s", r.log)
+		}
+		// A new refresh token in the file is used at the next attempt.
+		os.WriteFile(bad, []byte("refresh-1"), 0o600)
+		waitFor(t, "the login with the new token", 20*time.Second, func() bool { return r.value(r.m.imapUp.WithLabelValues("mbox")) == 1 })
+	})
+	t.Run("token endpoint down", func(t *testing.T) {
+		p.mu.Lock()
+		p.down = true
+		p.mu.Unlock()
+		cfg := mb.source("tls")
+		cfg.PasswordFile, cfg.Auth = "", "xoauth2"
+		cfg.OAuth2 = &config.OAuth2{TokenURL: p.url + "/token", ClientID: "exporter", RefreshTokenFile: refresh}
+		r := runIMAP(t, cfg, nil)
+		waitFor(t, "an error", 20*time.Second, func() bool {
+			return r.value(r.m.imapErrors.WithLabelValues("mbox", "auth"))+r.value(r.m.imapErrors.WithLabelValues("mbox", "protocol"))+
+				r.value(r.m.imapErrors.WithLabelValues("mbox", "network")) >= 1
+		})
+		if n := r.value(r.m.imapErrors.WithLabelValues("mbox", "auth")); n != 0 {
+			t.Errorf("an outage of the token endpoint counted as %v auth failures", n)
 		}
 	})
 }

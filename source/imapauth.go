@@ -99,12 +99,15 @@ func (s *IMAP) login(c *imapclient.Client) error {
 		client = sasl.NewPlainClient("", cfg.Username, pw)
 	case "xoauth2", "oauthbearer":
 		if s.tokens == nil {
-			if s.refresh == "" {
-				r, err := readSecret("oauth2 refresh token", cfg.OAuth2.RefreshTokenFile, cfg.OAuth2.RefreshTokenEnv)
-				if err != nil {
-					return &authError{err}
-				}
-				s.refresh = r
+			// The configured refresh token; a new one there (the user
+			// replaced a revoked token) wins over one the provider
+			// rotated in memory.
+			r, err := readSecret("oauth2 refresh token", cfg.OAuth2.RefreshTokenFile, cfg.OAuth2.RefreshTokenEnv)
+			if err != nil {
+				return &authError{err}
+			}
+			if r != s.configured {
+				s.configured, s.refresh = r, r
 			}
 			ts, err := tokenSource(cfg.OAuth2, s.refresh, time.Duration(cfg.Timeout))
 			if err != nil {
@@ -115,14 +118,18 @@ func (s *IMAP) login(c *imapclient.Client) error {
 		tok, err := s.tokens.Token()
 		if err != nil {
 			s.tokens = nil // ask the endpoint again next time
+			// A refusal (400, 401, 403: a bad or revoked token or client)
+			// is an auth failure; an outage (5xx, 429) is not.
 			var re *oauth2.RetrieveError
-			if errors.As(err, &re) {
+			if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode >= 400 && re.Response.StatusCode < 500 &&
+				re.Response.StatusCode != http.StatusTooManyRequests {
 				return &authError{fmt.Errorf("token endpoint: %w", err)}
 			}
 			return fmt.Errorf("token endpoint: %w", err)
 		}
-		if tok.RefreshToken != "" {
-			s.refresh = tok.RefreshToken // the newest, should the provider rotate them
+		if tok.RefreshToken != "" && tok.RefreshToken != s.refresh {
+			s.log.Info("the token endpoint rotated the refresh token: the new one is kept in memory; after a restart the configured one is used")
+			s.refresh = tok.RefreshToken // the newest
 		}
 		s.tokenEnds = tok.Expiry
 		client = &bearerClient{mech: strings.ToUpper(cfg.Auth), user: cfg.Username, token: tok.AccessToken}
@@ -137,10 +144,15 @@ func (s *IMAP) login(c *imapclient.Client) error {
 	return refused(err)
 }
 
-// refused marks a server's refusal (NO or BAD) as an authError.
+// refused marks a server's refusal (NO or BAD) as an authError, but for
+// a server that cannot check credentials just now (UNAVAILABLE,
+// SERVERBUG): that is not the credentials' fault.
 func refused(err error) error {
 	var ie *imap.Error
 	if errors.As(err, &ie) {
+		if ie.Code == imap.ResponseCodeUnavailable || ie.Code == imap.ResponseCodeServerBug {
+			return err
+		}
 		return &authError{err}
 	}
 	var be *bearerError

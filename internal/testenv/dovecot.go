@@ -53,6 +53,8 @@ type DovecotOptions struct {
 	// (Dovecot's imap_capability): without IDLE, MOVE or UIDPLUS, clients
 	// must do without them.
 	Capability string
+	// Extra is appended to the generated configuration.
+	Extra string
 }
 
 // DovecotBinary finds the dovecot binary, which is in /usr/sbin (often not
@@ -210,6 +212,7 @@ func (d *Dovecot) config(mailUID, mailGID int) string {
 	} else {
 		w("protocol imap {\n mail_max_userip_connections = 100\n}")
 	}
+	b.WriteString(d.opts.Extra)
 	if os.Getuid() == 0 {
 		w("default_internal_user = root\ndefault_login_user = dovenull")
 	} else {
