@@ -18,8 +18,8 @@ import (
 
 const corpus = "../testdata/corpus/aggregate/"
 
-// runDir starts a directory source on dir with a real Store as its sink.
-func runDir(t *testing.T, cfg config.Directory) (*collector.Store, *Metrics) {
+// testStore is a real Store in a temporary directory, with the defaults.
+func testStore(t testing.TB) *collector.Store {
 	t.Helper()
 	store, err := collector.Open(collector.Options{
 		Dir:            t.TempDir(),
@@ -30,6 +30,13 @@ func runDir(t *testing.T, cfg config.Directory) (*collector.Store, *Metrics) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return store
+}
+
+// runDir starts a directory source on dir with a real Store as its sink.
+func runDir(t *testing.T, cfg config.Directory) (*collector.Store, *Metrics) {
+	t.Helper()
+	store := testStore(t)
 	m := NewMetrics(prometheus.NewRegistry())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -29,7 +29,6 @@ import (
 	"github.com/dmarc-exporter/dmarc-exporter/collector"
 	"github.com/dmarc-exporter/dmarc-exporter/config"
 	"github.com/dmarc-exporter/dmarc-exporter/internal/testenv"
-	"github.com/dmarc-exporter/dmarc-exporter/report"
 )
 
 const (
@@ -185,15 +184,7 @@ type imapRun struct {
 // runIMAP runs a mailbox source with a real Store until the test ends.
 func runIMAP(t testing.TB, cfg config.IMAP, tweak func(*IMAP)) *imapRun {
 	t.Helper()
-	store, err := collector.Open(collector.Options{
-		Dir:            t.TempDir(),
-		Limits:         config.Default().Limits,
-		DedupRetention: 24 * time.Hour,
-		ReportLimits:   report.DefaultLimits(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := testStore(t)
 	r := &imapRun{store: store, m: NewMetrics(prometheus.NewRegistry()), log: &syncBuffer{}}
 	src := NewIMAP(cfg, store, r.m, slog.New(slog.NewTextHandler(r.log, nil)))
 	if tweak != nil {
@@ -224,21 +215,8 @@ func sum(t testing.TB, store *collector.Store, name string, match ...string) flo
 	}
 	total := 0.0
 	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range f.GetMetric() {
-			for i := 0; i+1 < len(match); i += 2 {
-				found := false
-				for _, l := range m.GetLabel() {
-					found = found || l.GetName() == match[i] && l.GetValue() == match[i+1]
-				}
-				if !found {
-					continue series
-				}
-			}
-			total += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		if f.GetName() == name {
+			total += testenv.Sum(f, match...)
 		}
 	}
 	return total
@@ -729,14 +707,18 @@ func TestIMAPOAuth(t *testing.T) {
 			}
 		})
 	}
+	// oauthSource reads the mailbox with tokens from the test's endpoint.
+	oauthSource := func(auth, refreshFile string) config.IMAP {
+		cfg := mb.source("tls")
+		cfg.PasswordFile, cfg.Auth = "", auth
+		cfg.OAuth2 = &config.OAuth2{TokenURL: p.url + "/token", ClientID: "exporter", RefreshTokenFile: refreshFile}
+		return cfg
+	}
 	t.Run("revoked", func(t *testing.T) {
 		p.mu.Lock()
 		p.revoked = true
 		p.mu.Unlock()
-		cfg := mb.source("tls")
-		cfg.PasswordFile, cfg.Auth = "", "xoauth2"
-		cfg.OAuth2 = &config.OAuth2{TokenURL: p.url + "/token", ClientID: "exporter", RefreshTokenFile: refresh}
-		r := runIMAP(t, cfg, nil)
+		r := runIMAP(t, oauthSource("xoauth2", refresh), nil)
 		waitFor(t, "an auth error", 20*time.Second, func() bool { return r.value(r.m.imapErrors.WithLabelValues("mbox", "auth")) >= 1 })
 		if !strings.Contains(r.log.String(), "AUTHENTICATIONFAILED") {
 			t.Errorf("the log does not give the server's words:\n%s", r.log)
@@ -748,10 +730,7 @@ func TestIMAPOAuth(t *testing.T) {
 		p.mu.Unlock()
 		bad := filepath.Join(dir, "bad")
 		os.WriteFile(bad, []byte("expired"), 0o600)
-		cfg := mb.source("tls")
-		cfg.PasswordFile, cfg.Auth = "", "oauthbearer"
-		cfg.OAuth2 = &config.OAuth2{TokenURL: p.url + "/token", ClientID: "exporter", RefreshTokenFile: bad}
-		r := runIMAP(t, cfg, nil)
+		r := runIMAP(t, oauthSource("oauthbearer", bad), nil)
 		waitFor(t, "an auth error", 20*time.Second, func() bool { return r.value(r.m.imapErrors.WithLabelValues("mbox", "auth")) >= 1 })
 		if !strings.Contains(r.log.String(), "invalid_grant") {
 			t.Errorf("the log does not give the token endpoint's words:\n%s", r.log)
@@ -764,10 +743,7 @@ func TestIMAPOAuth(t *testing.T) {
 		p.mu.Lock()
 		p.down = true
 		p.mu.Unlock()
-		cfg := mb.source("tls")
-		cfg.PasswordFile, cfg.Auth = "", "xoauth2"
-		cfg.OAuth2 = &config.OAuth2{TokenURL: p.url + "/token", ClientID: "exporter", RefreshTokenFile: refresh}
-		r := runIMAP(t, cfg, nil)
+		r := runIMAP(t, oauthSource("xoauth2", refresh), nil)
 		waitFor(t, "an error", 20*time.Second, func() bool {
 			return r.value(r.m.imapErrors.WithLabelValues("mbox", "auth"))+r.value(r.m.imapErrors.WithLabelValues("mbox", "protocol"))+
 				r.value(r.m.imapErrors.WithLabelValues("mbox", "network")) >= 1

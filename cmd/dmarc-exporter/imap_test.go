@@ -15,22 +15,7 @@ import (
 // metric returns the sum of a family's series whose labels include the
 // given name/value pairs.
 func (e *exporter) metric(name string, match ...string) float64 {
-	total := 0.0
-	f := e.families()[name]
-series:
-	for _, m := range f.GetMetric() {
-		for i := 0; i+1 < len(match); i += 2 {
-			found := false
-			for _, l := range m.GetLabel() {
-				found = found || l.GetName() == match[i] && l.GetValue() == match[i+1]
-			}
-			if !found {
-				continue series
-			}
-		}
-		total += value(m)
-	}
-	return total
+	return testenv.Sum(e.families()[name], match...)
 }
 
 func (e *exporter) waitFor(what string, cond func() bool) {
