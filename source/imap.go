@@ -12,7 +12,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -452,9 +451,13 @@ func (s *IMAP) sync(ctx context.Context, c *imapclient.Client, f folderNames, ui
 // yet are flagged.
 func (s *IMAP) finish(c *imapclient.Client, f folderNames, saved, savedBad []imap.UID, path func(imap.UID) string) error {
 	if f.archive == "" || f.invalid == "" {
-		unseen, err := s.search(c, &imap.SearchCriteria{NotFlag: []imap.Flag{imap.FlagSeen, imap.FlagDeleted}})
+		found, err := s.search(c, &imap.SearchCriteria{NotFlag: []imap.Flag{imap.FlagSeen, imap.FlagDeleted}})
 		if err != nil {
 			return err
+		}
+		unseen := make(map[imap.UID]bool, len(found))
+		for _, u := range found {
+			unseen[u] = true
 		}
 		keep := func(uids []imap.UID, folder string) []imap.UID {
 			if folder != "" {
@@ -462,7 +465,7 @@ func (s *IMAP) finish(c *imapclient.Client, f folderNames, saved, savedBad []ima
 			}
 			var out []imap.UID
 			for _, u := range uids {
-				if slices.Contains(unseen, u) {
+				if unseen[u] {
 					out = append(out, u)
 				}
 			}
