@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 )
@@ -60,7 +61,7 @@ func (s *Senders) validate(domains []string) error {
 		if !validDomain(n) {
 			return fmt.Errorf("senders.trusted: %q is not a domain name", d)
 		}
-		if len(domains) > 0 && !containsString(domains, n) {
+		if len(domains) > 0 && !slices.Contains(domains, n) {
 			return fmt.Errorf("senders.trusted: %q is not one of the domains", d)
 		}
 		for _, network := range t.Networks {
@@ -86,13 +87,4 @@ func ParseNetwork(s string) (netip.Prefix, error) {
 	}
 	a = a.Unmap()
 	return netip.PrefixFrom(a, a.BitLen()), nil
-}
-
-func containsString(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

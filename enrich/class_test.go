@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -93,7 +94,7 @@ func TestClassifyCorpus(t *testing.T) {
 	counts := map[Class]int{}
 	for _, r := range records {
 		c, reason, _ := classify(e, r)
-		if !contains(classNames(), string(c)) || reason == "" {
+		if !slices.Contains(Classes, c) || reason == "" {
 			t.Errorf("%s %s: class %q, reason %q", r.file, r.rec.SourceIP, c, reason)
 		}
 		counts[c]++
@@ -164,12 +165,4 @@ func reasonList(rec *report.Record) string {
 		out = append(out, string(r.Type))
 	}
 	return strings.Join(out, ",")
-}
-
-func classNames() []string {
-	var out []string
-	for _, c := range Classes {
-		out = append(out, string(c))
-	}
-	return out
 }

@@ -28,7 +28,6 @@ type DB struct {
 	mtime   time.Time
 	size    int64
 	checked time.Time
-	err     error // of the last reopen, kept until the file changes
 }
 
 // OpenDB opens a database file.
@@ -74,7 +73,7 @@ func (d *DB) reader() *maxminddb.Reader {
 	}
 	d.checked = d.now()
 	if fi, err := os.Stat(d.path); err == nil && (!fi.ModTime().Equal(d.mtime) || fi.Size() != d.size) {
-		d.err = d.open()
+		_ = d.open() // a file that fails to open leaves the old copy in use
 	}
 	return d.r
 }
@@ -85,9 +84,6 @@ func (d *DB) BuildTime() time.Time {
 	defer d.mu.RUnlock()
 	return d.r.Metadata.BuildTime()
 }
-
-// Path is the file the database is read from.
-func (d *DB) Path() string { return d.path }
 
 // ASN returns the AS number and organisation of ip (0 when not found).
 // GeoLite2 and DB-IP store autonomous_system_number; IPinfo Lite stores

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -82,7 +83,7 @@ func (s *Senders) add(data []byte, name string) error {
 		if !senderName.MatchString(snd.Name) {
 			return fmt.Errorf("%s: sender %q: name must be lower-case letters, digits and -", name, snd.Name)
 		}
-		if !contains(senderTypes, snd.Type) {
+		if !slices.Contains(senderTypes, snd.Type) {
 			return fmt.Errorf("%s: sender %s: type %q is not one of %s", name, snd.Name, snd.Type, strings.Join(senderTypes, ", "))
 		}
 		if len(snd.Domains) == 0 && len(snd.ASNs) == 0 {
@@ -111,12 +112,3 @@ func (s *Senders) ByName(name string) *Sender { return s.byName[name] }
 
 // Len is the number of senders.
 func (s *Senders) Len() int { return len(s.byName) }
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
