@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dmarc-exporter/dmarc-exporter/config"
 	"github.com/dmarc-exporter/dmarc-exporter/report"
 )
 
@@ -345,12 +346,7 @@ func (s *Store) stage(source string, p *parsedReport, now time.Time) {
 // ok is false when domains are configured and none matches.
 func (s *Store) domainLabel(policyDomain string) (label string, ok bool) {
 	if len(s.opts.Domains) > 0 {
-		best := ""
-		for _, d := range s.opts.Domains {
-			if (policyDomain == d || len(policyDomain) > len(d) && policyDomain[len(policyDomain)-len(d)-1:] == "."+d) && len(d) > len(best) {
-				best = d
-			}
-		}
+		best := config.Covering(policyDomain, s.opts.Domains)
 		return s.in.get(best), best != ""
 	}
 	d := sanitize(policyDomain, s.opts.Limits.LabelLength)

@@ -33,6 +33,16 @@ func stats(m map[reporterKey]*kindStats, k reporterKey) *kindStats {
 // seenID records a report identity and reports whether it was known. s.mu
 // is held.
 func (s *Store) seenID(id string, now time.Time) bool {
+	if s.knownID(id) {
+		return true
+	}
+	s.pending.dedup[id] = now.Unix()
+	return false
+}
+
+// knownID reports whether a report identity was counted already, pending,
+// being saved or live. s.mu is held (read is enough).
+func (s *Store) knownID(id string) bool {
 	for _, c := range []*counters{s.pending, s.committing, s.live} {
 		if c == nil {
 			continue
@@ -41,7 +51,6 @@ func (s *Store) seenID(id string, now time.Time) bool {
 			return true
 		}
 	}
-	s.pending.dedup[id] = now.Unix()
 	return false
 }
 

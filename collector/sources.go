@@ -10,6 +10,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/dmarc-exporter/dmarc-exporter/config"
 	"github.com/dmarc-exporter/dmarc-exporter/enrich"
 	"github.com/dmarc-exporter/dmarc-exporter/report"
 )
@@ -71,19 +72,10 @@ func (s *Store) enrichFile(e *enrich.Enricher, parsed *parsedFile, labelLength i
 func (s *Store) mayCount(p *parsedReport) bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if len(s.opts.Domains) > 0 && !slices.ContainsFunc(s.opts.Domains, func(d string) bool {
-		return p.policyDomain == d || strings.HasSuffix(p.policyDomain, "."+d)
-	}) {
+	if len(s.opts.Domains) > 0 && config.Covering(p.policyDomain, s.opts.Domains) == "" {
 		return false
 	}
-	for _, c := range []*counters{s.pending, s.committing, s.live} {
-		if c != nil {
-			if _, dup := c.dedup[p.id]; dup {
-				return false
-			}
-		}
-	}
-	return true
+	return !s.knownID(p.id)
 }
 
 // EnrichRecords identifies the sources of a report's records (busiest

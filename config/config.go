@@ -296,6 +296,19 @@ func (c *Config) SourceNames() []string {
 	return names
 }
 
+// Covering returns the most specific of domains that is name or a domain
+// above it ("" for none): the configured domain a report's policy domain
+// counts for.
+func Covering(name string, domains []string) string {
+	best := ""
+	for _, d := range domains {
+		if (name == d || strings.HasSuffix(name, "."+d)) && len(d) > len(best) {
+			best = d
+		}
+	}
+	return best
+}
+
 // NormalizeDomain lower-cases a domain name and drops a trailing dot.
 func NormalizeDomain(s string) string {
 	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(s)), ".")

@@ -15,14 +15,16 @@ package enrich
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"net/netip"
+	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/dmarc-exporter/dmarc-exporter/config"
 	"github.com/dmarc-exporter/dmarc-exporter/dnsmon"
 )
 
@@ -102,6 +104,8 @@ const (
 type Enricher struct {
 	opts Options
 
+	trusted []string // the domains of opts.Trust
+
 	mu  sync.Mutex
 	spf map[string]spfNets // per trusted domain
 }
@@ -121,7 +125,7 @@ func New(opts Options) *Enricher {
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics(nil)
 	}
-	return &Enricher{opts: opts, spf: map[string]spfNets{}}
+	return &Enricher{opts: opts, trusted: slices.Collect(maps.Keys(opts.Trust)), spf: map[string]spfNets{}}
 }
 
 // Identify returns the identity of each address, as sources of mail for
@@ -179,12 +183,7 @@ func (e *Enricher) Identify(ctx context.Context, policyDomain string, ips []neti
 // trustFor returns the trust of the most specific domain at or above
 // policyDomain.
 func (e *Enricher) trustFor(policyDomain string) (string, Trust) {
-	best := ""
-	for d := range e.opts.Trust {
-		if (policyDomain == d || strings.HasSuffix(policyDomain, "."+d)) && len(d) > len(best) {
-			best = d
-		}
-	}
+	best := config.Covering(policyDomain, e.trusted)
 	return best, e.opts.Trust[best]
 }
 
