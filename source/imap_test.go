@@ -156,28 +156,10 @@ func (mb *mailbox) source(mode string) config.IMAP {
 	return c.IMAP[0]
 }
 
-// syncBuffer is a log destination tests can read while the source writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 type imapRun struct {
 	store *collector.Store
 	m     *Metrics
-	log   *syncBuffer
+	log   *testenv.SyncBuffer
 	stop  func()
 }
 
@@ -185,7 +167,7 @@ type imapRun struct {
 func runIMAP(t testing.TB, cfg config.IMAP, tweak func(*IMAP)) *imapRun {
 	t.Helper()
 	store := testStore(t)
-	r := &imapRun{store: store, m: NewMetrics(prometheus.NewRegistry()), log: &syncBuffer{}}
+	r := &imapRun{store: store, m: NewMetrics(prometheus.NewRegistry()), log: &testenv.SyncBuffer{}}
 	src := NewIMAP(cfg, store, r.m, slog.New(slog.NewTextHandler(r.log, nil)))
 	if tweak != nil {
 		tweak(src)

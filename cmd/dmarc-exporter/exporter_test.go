@@ -11,7 +11,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -49,25 +48,7 @@ type exporter struct {
 	t    *testing.T
 	cmd  *exec.Cmd
 	url  string
-	logs *syncBuffer
-}
-
-// syncBuffer is a bytes.Buffer that the process writes while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs *testenv.SyncBuffer
 }
 
 // startExporter starts the binary and waits until it answers; it is killed
@@ -75,7 +56,7 @@ func (s *syncBuffer) String() string {
 func startExporter(t *testing.T, args ...string) *exporter {
 	t.Helper()
 	addr := testenv.FreeAddr(t)
-	e := &exporter{t: t, url: "http://" + addr, logs: &syncBuffer{}}
+	e := &exporter{t: t, url: "http://" + addr, logs: &testenv.SyncBuffer{}}
 	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--dns.resolver") }) {
 		// No resolver: source names are "unknown" wherever the tests run,
 		// with or without a network.
