@@ -62,7 +62,7 @@ func TestExample(t *testing.T) {
 	if m := c.IMAP[0]; m.Name != "rua" || m.Port != 993 || m.MaxMessageSize != 32<<20 || m.ArchiveFolder != "DMARC/Archive" {
 		t.Errorf("imap %+v", m)
 	}
-	if tr := c.Senders.Trusted["example.com"]; len(tr.Networks) != 1 || !tr.SPF || len(tr.Services) != 2 || !*c.Senders.ReverseDNS {
+	if tr := c.Senders.Trusted["example.com"]; len(tr.Prefixes) != 1 || tr.Prefixes[0].String() != "192.0.2.0/24" || !tr.SPF || len(tr.Services) != 2 || !*c.Senders.ReverseDNS {
 		t.Errorf("senders %+v", c.Senders)
 	}
 	if c.Limits != (Limits{ReportersPerDomain: 100, Domains: 100, LabelLength: 64, SourcesPerDomain: 100}) {

@@ -32,6 +32,8 @@ type Trusted struct {
 	// Networks are CIDRs (or single addresses) of the domain's own
 	// infrastructure: mail from them is authorized.
 	Networks []string `yaml:"networks"`
+	// Prefixes are Networks, parsed by Complete.
+	Prefixes []netip.Prefix `yaml:"-"`
 	// Services are names of known senders the domain uses.
 	Services []string `yaml:"services"`
 	// SPF trusts the networks the domain's own SPF record authorises.
@@ -64,10 +66,13 @@ func (s *Senders) validate(domains []string) error {
 		if len(domains) > 0 && !slices.Contains(domains, n) {
 			return fmt.Errorf("senders.trusted: %q is not one of the domains", d)
 		}
+		t.Prefixes = nil
 		for _, network := range t.Networks {
-			if _, err := ParseNetwork(network); err != nil {
+			p, err := ParseNetwork(network)
+			if err != nil {
 				return fmt.Errorf("senders.trusted: %s: %w", d, err)
 			}
+			t.Prefixes = append(t.Prefixes, p)
 		}
 		trusted[n] = t
 	}

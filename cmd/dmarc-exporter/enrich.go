@@ -33,14 +33,7 @@ func buildEnricher(cfg config.Senders, resolver *dnsmon.Resolver, m *enrich.Metr
 	}
 	opts.Senders = senders
 	for domain, t := range cfg.Trusted {
-		trust := enrich.Trust{Services: t.Services, SPF: t.SPF}
-		for _, n := range t.Networks {
-			p, err := config.ParseNetwork(n)
-			if err != nil {
-				return nil, nil, err
-			}
-			trust.Networks = append(trust.Networks, p)
-		}
+		trust := enrich.Trust{Networks: t.Prefixes, Services: t.Services, SPF: t.SPF}
 		for _, s := range t.Services {
 			if senders.ByName(s) == nil {
 				return nil, nil, fmt.Errorf("senders.trusted: %s: service %q is not a known sender (see enrich/senders.yml, or add it in known_senders_file)", domain, s)
