@@ -63,7 +63,7 @@ func (s *Store) enrichFile(e *enrich.Enricher, parsed *parsedFile, labelLength i
 		if p.records == nil || !s.mayCount(p) {
 			continue
 		}
-		p.sources = EnrichRecords(e, p.policyDomain, p.records, labelLength)
+		p.sources = enrichRecords(e, p.policyDomain, p.records, labelLength)
 	}
 }
 
@@ -78,10 +78,10 @@ func (s *Store) mayCount(p *parsedReport) bool {
 	return !s.knownID(p.id)
 }
 
-// EnrichRecords identifies the sources of a report's records (busiest
+// enrichRecords identifies the sources of a report's records (busiest
 // first, within enrichTimeout) and sums their messages by identity and
 // class, as label values. dmarc-exporter parse --enrich shows the same.
-func EnrichRecords(e *enrich.Enricher, policyDomain string, recs map[sourceRecord]uint64, labelLength int) map[sourceCombo]uint64 {
+func enrichRecords(e *enrich.Enricher, policyDomain string, recs map[sourceRecord]uint64, labelLength int) map[sourceCombo]uint64 {
 	perIP := map[netip.Addr]uint64{}
 	for r, n := range recs {
 		if r.ip.IsValid() {
