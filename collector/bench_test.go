@@ -44,8 +44,10 @@ func BenchmarkIngestCorpus(b *testing.B) {
 			b.Fatal(err)
 		}
 		reports = 0
-		for _, r := range s.live.reporters {
-			reports += int(r.Reports + r.Duplicates)
+		for _, f := range []*family{reportsFamily, duplicatesFamily} {
+			for _, v := range s.live[f] {
+				reports += int(v)
+			}
 		}
 	}
 	b.ReportMetric(float64(reports*b.N)/b.Elapsed().Seconds(), "reports/s")
@@ -62,19 +64,11 @@ func storeWithSeries(b *testing.B, n int) (*Store, uint64) {
 	results := []string{"pass", "fail", "other"}
 	for i := range n {
 		combo := i % 90
-		k := msgKey{
-			domain:      s.in.get(fmt.Sprintf("domain%d.example", i%100)),
-			reporter:    s.in.get(fmt.Sprintf("reporter%d.example", i/9000)),
-			disposition: dispositions[combo%5],
-			dmarc:       []string{"pass", "fail"}[combo/5%2],
-			dkim:        results[combo/10%3],
-			spf:         results[combo/30%3],
-		}
-		k.domain = s.in.get(fmt.Sprintf("domain%d.example", (i/90)%100))
-		s.live.messages[k] = uint64(i)
+		s.live.add(messagesFamily, uint64(i), fmt.Sprintf("domain%d.example", (i/90)%100), fmt.Sprintf("reporter%d.example", i/9000),
+			dispositions[combo%5], []string{"pass", "fail"}[combo/5%2], results[combo/10%3], results[combo/30%3])
 	}
-	if len(s.live.messages) != n {
-		b.Fatalf("built %d series, want %d", len(s.live.messages), n)
+	if len(s.live[messagesFamily]) != n {
+		b.Fatalf("built %d series, want %d", len(s.live[messagesFamily]), n)
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&after)

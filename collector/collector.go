@@ -17,8 +17,13 @@ import (
 type family struct {
 	name, help string
 	counter    bool
-	labels     []string
-	desc       *prometheus.Desc
+	// stored families are counters kept in totals (and the archive's
+	// totals table) and served from there; the others are computed at
+	// each scrape from the watchdog's, the DNS monitor's or the store's
+	// own state.
+	stored bool
+	labels []string
+	desc   *prometheus.Desc
 }
 
 func newFamily(name, help string, counter bool, labels ...string) *family {
@@ -26,67 +31,76 @@ func newFamily(name, help string, counter bool, labels ...string) *family {
 		desc: prometheus.NewDesc(name, help, labels, nil)}
 }
 
+// newStored declares a counter family kept in totals: declared here and
+// incremented where it is counted, it needs nothing else to be saved,
+// loaded and served.
+func newStored(name, help string, labels ...string) *family {
+	f := newFamily(name, help, true, labels...)
+	f.stored = true
+	return f
+}
+
 // The metrics of the Store. Counters grow when a report is ingested, not
 // during the day the report describes.
 var (
-	messagesFamily = newFamily("dmarc_messages_total",
+	messagesFamily = newStored("dmarc_messages_total",
 		"Messages reported in DMARC aggregate reports (the sum of record counts), by protected domain, reporter, applied disposition, DMARC result and policy-evaluated (aligned) DKIM and SPF results. Grows when a report is ingested.",
-		true, "domain", "reporter", "disposition", "dmarc", "dkim", "spf")
-	reportsFamily = newFamily("dmarc_reports_total",
+		"domain", "reporter", "disposition", "dmarc", "dkim", "spf")
+	reportsFamily = newStored("dmarc_reports_total",
 		"Aggregate reports ingested, by protected domain and reporter.",
-		true, "domain", "reporter")
-	domainReportsFamily = newFamily("dmarc_domain_reports_total",
+		"domain", "reporter")
+	domainReportsFamily = newStored("dmarc_domain_reports_total",
 		"Aggregate reports ingested per protected domain; present at 0 for every configured domain from the first scrape.",
-		true, "domain")
-	duplicatesFamily = newFamily("dmarc_reports_duplicate_total",
+		"domain")
+	duplicatesFamily = newStored("dmarc_reports_duplicate_total",
 		"Aggregate reports received again (same reporter, report_id, date range and policy domain) and not counted twice.",
-		true, "domain", "reporter")
-	rejectedFamily = newFamily("dmarc_reports_rejected_total",
+		"domain", "reporter")
+	rejectedFamily = newStored("dmarc_reports_rejected_total",
 		"Inputs or reports refused, by source and reason (malformed, no_report, too_large, not_auth_failure, domain_not_monitored).",
-		true, "source", "reason")
-	invalidRecordsFamily = newFamily("dmarc_records_invalid_total",
+		"source", "reason")
+	invalidRecordsFamily = newStored("dmarc_records_invalid_total",
 		"Records refused for a wrong value (count missing, negative, not a number or implausible; source IP missing or invalid); their messages are not counted.",
-		true, "domain", "reporter")
-	overridesFamily = newFamily("dmarc_policy_override_messages_total",
+		"domain", "reporter")
+	overridesFamily = newStored("dmarc_policy_override_messages_total",
 		"Messages whose disposition the receiver overrode, by reason (forwarded, sampled_out, trusted_forwarder, mailing_list, local_policy, policy_test_mode, other).",
-		true, "domain", "reporter", "reason")
-	sourcesFamily = newFamily("dmarc_source_messages_total",
+		"domain", "reporter", "reason")
+	sourcesFamily = newStored("dmarc_source_messages_total",
 		"Messages reported in DMARC aggregate reports by who sent them: the source address's AS number and organisation, country, name (known sender, else the registrable domain of its forward-confirmed name) and class (authorized, forwarded, mailing_list, misconfigured, unknown, threat), with the applied disposition and DMARC result. unknown where no database or name says.",
-		true, "domain", "source_asn", "source_org", "source_country", "source_name", "source_class", "disposition", "dmarc")
+		"domain", "source_asn", "source_org", "source_country", "source_name", "source_class", "disposition", "dmarc")
 	lastEndFamily = newFamily("dmarc_report_end_timestamp_seconds",
 		"End of the date range of the newest report ingested, by domain and reporter (a range ending in the future counts as ending at ingest).",
 		false, "domain", "reporter")
-	anomaliesFamily = newFamily("dmarc_report_date_range_anomalies_total",
+	anomaliesFamily = newStored("dmarc_report_date_range_anomalies_total",
 		"Reports whose date range is odd: kind=future (ends over a day after ingest), old (ended over 90 days before ingest), long (spans over 7 days). They are counted all the same.",
-		true, "domain", "reporter", "kind")
-	overflowFamily = newFamily("dmarc_exporter_label_overflow_total",
+		"domain", "reporter", "kind")
+	overflowFamily = newStored("dmarc_exporter_label_overflow_total",
 		"Reports whose label value was replaced by \"other\" because the label reached its cap of distinct values.",
-		true, "label")
+		"label")
 	dedupKeysFamily = newFamily("dmarc_exporter_dedup_keys",
-		"Report identities remembered to refuse duplicates.", false)
+		"Report identities remembered (for state.dedup_retention) to refuse duplicates.", false)
 	lastSaveFamily = newFamily("dmarc_exporter_state_last_write_timestamp_seconds",
-		"When the state file was last written successfully; 0 if not since start.", false)
+		"When the archive was last written successfully; 0 if not since start.", false)
 	saveErrorsFamily = newFamily("dmarc_exporter_state_write_errors_total",
-		"Failed writes of the state file since start.", true)
+		"Failed writes to the archive since start (what they held is kept and written at the next try).", true)
 
-	failuresFamily = newFamily("dmarc_failure_reports_total",
+	failuresFamily = newStored("dmarc_failure_reports_total",
 		"DMARC failure reports (RFC 9991) ingested, by domain, reporter, Auth-Failure (dmarc, dkim, spf, adsp, bodyhash, revoked, signature, other) and Delivery-Result (delivered, spam, policy, reject, unknown, other).",
-		true, "domain", "reporter", "auth_failure", "delivery_result")
-	failureDuplicatesFamily = newFamily("dmarc_failure_reports_duplicate_total",
+		"domain", "reporter", "auth_failure", "delivery_result")
+	failureDuplicatesFamily = newStored("dmarc_failure_reports_duplicate_total",
 		"DMARC failure reports received again and not counted twice.",
-		true, "domain", "reporter")
-	tlsReportsFamily = newFamily("smtp_tls_reports_total",
+		"domain", "reporter")
+	tlsReportsFamily = newStored("smtp_tls_reports_total",
 		"SMTP TLS reports (RFC 8460) ingested, by policy domain and reporter.",
-		true, "domain", "reporter")
-	tlsDuplicatesFamily = newFamily("smtp_tls_reports_duplicate_total",
+		"domain", "reporter")
+	tlsDuplicatesFamily = newStored("smtp_tls_reports_duplicate_total",
 		"SMTP TLS reports received again and not counted twice.",
-		true, "domain", "reporter")
-	tlsSessionsFamily = newFamily("smtp_tls_sessions_total",
+		"domain", "reporter")
+	tlsSessionsFamily = newStored("smtp_tls_sessions_total",
 		"TLS sessions reported in SMTP TLS report summaries, by policy domain, reporter, policy type (sts, tlsa, no-policy-found) and result (success, failure).",
-		true, "domain", "reporter", "policy_type", "result")
-	tlsFailedFamily = newFamily("smtp_tls_failed_sessions_total",
+		"domain", "reporter", "policy_type", "result")
+	tlsFailedFamily = newStored("smtp_tls_failed_sessions_total",
 		"Failed TLS sessions in SMTP TLS report failure details, by result type of RFC 8460 §4.3 (other for unknown types).",
-		true, "domain", "reporter", "policy_type", "result_type")
+		"domain", "reporter", "policy_type", "result_type")
 
 	lastReportFamily = newFamily("dmarc_reporter_last_report_timestamp_seconds",
 		"When the newest aggregate report of a reporter for a domain was received; 0 for an expected reporter never seen.",
@@ -143,7 +157,7 @@ var (
 )
 
 // visit calls fn for every series, one family after the other, from the
-// live counters: a consistent snapshot that pending ingests do not touch,
+// live state: a consistent snapshot that pending ingests do not touch,
 // read in O(series). With domains configured, a domain no longer in the
 // configuration is not shown, and every configured domain has its
 // dmarc_domain_reports_total from the start.
@@ -160,71 +174,28 @@ func (s *Store) visit(fn func(f *family, v float64, labelValues ...string)) {
 	shown := func(domain string) bool { return monitored == nil || monitored[domain] }
 	now := s.opts.Now()
 
-	for k, v := range s.live.messages {
-		if shown(k.domain) {
-			fn(messagesFamily, s.served(k, v, now), k.domain, k.reporter, k.disposition, k.dmarc, k.dkim, k.spf)
+	labels := make([]string, 0, 8)
+	for _, f := range families {
+		if !f.stored {
+			continue
 		}
-	}
-	perReporter := []struct {
-		f     *family
-		value func(*reporterStats) uint64
-	}{
-		{reportsFamily, func(r *reporterStats) uint64 { return r.Reports }},
-		{duplicatesFamily, func(r *reporterStats) uint64 { return r.Duplicates }},
-		{invalidRecordsFamily, func(r *reporterStats) uint64 { return r.InvalidRecords }},
-	}
-	for _, p := range perReporter {
-		for k, r := range s.live.reporters {
-			if shown(k.domain) {
-				fn(p.f, s.served(k, p.value(r), now), k.domain, k.reporter)
+		byDomain := f.labels[0] == "domain"
+		for key, v := range s.live[f] {
+			if byDomain && !shown(firstLabel(key)) {
+				continue
+			}
+			labels = splitLabels(labels, key)
+			fn(f, s.served(f, key, v, now), labels...)
+		}
+		for _, lv := range s.precreated(f, monitored) {
+			if !s.live.has(f, seriesKey(lv...)) {
+				fn(f, 0, lv...)
 			}
 		}
 	}
-	for k, r := range s.live.reporters {
+	for k, r := range s.reporters {
 		if shown(k.domain) && r.LastEnd > 0 {
 			fn(lastEndFamily, float64(r.LastEnd), k.domain, k.reporter)
-		}
-	}
-	for k, r := range s.live.reporters {
-		if shown(k.domain) {
-			fn(anomaliesFamily, float64(r.Future), k.domain, k.reporter, "future")
-			fn(anomaliesFamily, float64(r.Old), k.domain, k.reporter, "old")
-			fn(anomaliesFamily, float64(r.Long), k.domain, k.reporter, "long")
-		}
-	}
-	for _, p := range []struct {
-		f          *family
-		m          map[reporterKey]*kindStats
-		duplicates bool
-		fresh      func(reporterKey) any
-	}{
-		{failureDuplicatesFamily, s.live.failureReporters, true, func(k reporterKey) any { return freshFailReport(k) }},
-		{tlsReportsFamily, s.live.tlsReporters, false, func(k reporterKey) any { return freshTLSReporter(k) }},
-		{tlsDuplicatesFamily, s.live.tlsReporters, true, func(k reporterKey) any { return freshTLSReporter(k) }},
-	} {
-		for k, st := range p.m {
-			if shown(k.domain) {
-				v := st.Reports
-				if p.duplicates {
-					v = st.Duplicates
-				}
-				fn(p.f, s.served(p.fresh(k), v, now), k.domain, k.reporter)
-			}
-		}
-	}
-	for k, v := range s.live.failures {
-		if shown(k.domain) {
-			fn(failuresFamily, s.served(k, v, now), k.domain, k.reporter, k.authFailure, k.deliveryResult)
-		}
-	}
-	for k, v := range s.live.tlsSessions {
-		if shown(k.domain) {
-			fn(tlsSessionsFamily, s.served(k, v, now), k.domain, k.reporter, k.policyType, k.result)
-		}
-	}
-	for k, v := range s.live.tlsFailed {
-		if shown(k.domain) {
-			fn(tlsFailedFamily, s.served(freshTLSFailed(k), v, now), k.domain, k.reporter, k.policyType, k.result)
 		}
 	}
 	s.visitDNS(fn, shown)
@@ -242,44 +213,36 @@ func (s *Store) visit(fn func(f *family, v float64, labelValues ...string)) {
 		}
 		fn(silentFamily, silent, w.domain, w.reporter)
 	}
-	for k, v := range s.live.sources {
-		if shown(k.domain) {
-			fn(sourcesFamily, s.served(k, v, now), k.domain, k.asn, k.org, k.country, k.name, k.class, k.disposition, k.dmarc)
-		}
-	}
-	for k, v := range s.live.overrides {
-		if shown(k.domain) {
-			fn(overridesFamily, s.served(k, v, now), k.domain, k.reporter, k.reason)
-		}
-	}
-	if monitored == nil {
-		for d, v := range s.live.domains {
-			fn(domainReportsFamily, s.served(freshDomain(d), v, now), d)
-		}
-	}
-	for d := range monitored { // pre-created at 0
-		fn(domainReportsFamily, s.served(freshDomain(d), s.live.domains[d], now), d)
-	}
-	for k, v := range s.live.rejected {
-		fn(rejectedFamily, s.served(k, v, now), k.source, k.reason)
-	}
-	for _, src := range s.opts.Sources { // pre-created at 0
-		for _, reason := range RejectReasons {
-			if _, ok := s.live.rejected[rejectKey{src, reason}]; !ok {
-				fn(rejectedFamily, 0, src, reason)
-			}
-		}
-	}
-	for _, label := range []string{"domain", "reporter"} {
-		fn(overflowFamily, float64(s.live.overflow[label]), label)
-	}
-	fn(dedupKeysFamily, float64(len(s.live.dedup)))
+	fn(dedupKeysFamily, float64(s.identities))
 	var last float64
 	if !s.lastSave.IsZero() {
 		last = float64(s.lastSave.UnixNano()) / 1e9
 	}
 	fn(lastSaveFamily, last)
 	fn(saveErrorsFamily, float64(s.saveErrors))
+}
+
+// precreated lists the series of f served at 0 before anything is counted
+// in them, so that increase() and absence alerts work from the first
+// scrape: a configured domain's reports, each source's rejections, the
+// overflow of the domain and reporter labels. s.mu is held.
+func (s *Store) precreated(f *family, monitored map[string]bool) [][]string {
+	var out [][]string
+	switch f {
+	case domainReportsFamily:
+		for d := range monitored {
+			out = append(out, []string{d})
+		}
+	case rejectedFamily:
+		for _, src := range s.opts.Sources {
+			for _, reason := range RejectReasons {
+				out = append(out, []string{src, reason})
+			}
+		}
+	case overflowFamily:
+		out = append(out, []string{"domain"}, []string{"reporter"})
+	}
+	return out
 }
 
 // Describe implements prometheus.Collector.

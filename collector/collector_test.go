@@ -2,6 +2,7 @@ package collector
 
 import (
 	"bytes"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/dmarc-exporter/dmarc-exporter/archive"
 	"github.com/dmarc-exporter/dmarc-exporter/config"
 	"github.com/dmarc-exporter/dmarc-exporter/dnsmon"
 	"github.com/dmarc-exporter/dmarc-exporter/enrich"
@@ -29,9 +31,30 @@ import (
 
 var testNow = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 
+// testArchive opens the archive under dir, closed when the test ends.
+func testArchive(t testing.TB, dir string) *archive.Archive {
+	t.Helper()
+	arc, err := archive.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { arc.Close() })
+	return arc
+}
+
+// series returns the live series of f, by their label values.
+func series(s *Store, f *family) map[string][]string {
+	out := map[string][]string{}
+	for k := range s.live[f] {
+		out[k] = splitLabels(nil, k)
+	}
+	return out
+}
+
 func testStore(t testing.TB, dir string, domains ...string) *Store {
 	t.Helper()
 	s, err := Open(Options{
+		Archive:        testArchive(t, dir),
 		Dir:            dir,
 		Domains:        domains,
 		Limits:         config.Limits{ReportersPerDomain: 5, Domains: 10, LabelLength: 64},
@@ -214,14 +237,15 @@ func TestHostile(t *testing.T) {
 			}
 			domainsSeen := map[string]bool{}
 			reportersPerDomain := map[string]map[string]bool{}
-			for k := range s.live.messages {
-				domainsSeen[k.domain] = true
-				if reportersPerDomain[k.domain] == nil {
-					reportersPerDomain[k.domain] = map[string]bool{}
+			for _, lv := range series(s, messagesFamily) {
+				domain, reporter := lv[0], lv[1]
+				domainsSeen[domain] = true
+				if reportersPerDomain[domain] == nil {
+					reportersPerDomain[domain] = map[string]bool{}
 				}
-				reportersPerDomain[k.domain][k.reporter] = true
-				if len(k.reporter) > 64 || len(k.domain) > 64 {
-					t.Fatalf("label longer than the limit: %+v", k)
+				reportersPerDomain[domain][reporter] = true
+				if len(reporter) > 64 || len(domain) > 64 {
+					t.Fatalf("label longer than the limit: %q", lv)
 				}
 			}
 			maxDomains := 10 + 1 // the cap, plus "other"
@@ -236,14 +260,14 @@ func TestHostile(t *testing.T) {
 					t.Errorf("domain %s: %d reporter labels, cap 5+other", d, len(r))
 				}
 			}
-			if s.live.overflow["reporter"] == 0 {
+			if s.live[overflowFamily]["reporter"] == 0 {
 				t.Error("reporter overflow not counted")
 			}
-			if !configured && s.live.overflow["domain"] == 0 {
+			if !configured && s.live[overflowFamily]["domain"] == 0 {
 				t.Error("domain overflow not counted")
 			}
-			if configured && s.live.rejected[rejectKey{"src", RejectDomainNotMonitored}] != n/2 {
-				t.Errorf("rejected %d reports for other domains, want %d", s.live.rejected[rejectKey{"src", RejectDomainNotMonitored}], n/2)
+			if configured && s.live[rejectedFamily][seriesKey("src", RejectDomainNotMonitored)] != n/2 {
+				t.Errorf("rejected %d reports for other domains, want %d", s.live[rejectedFamily][seriesKey("src", RejectDomainNotMonitored)], n/2)
 			}
 			if series := testutil.CollectAndCount(s); series > 2000 {
 				t.Errorf("%d series", series)
@@ -252,9 +276,9 @@ func TestHostile(t *testing.T) {
 	}
 }
 
-// TestStateFileAtomic: a failed write keeps the old state file intact and
-// the counts are written on the next Commit.
-func TestStateFileAtomic(t *testing.T) {
+// TestArchiveWriteFails: a failed write to the archive serves nothing of
+// the batch, counts the error, and writes it all at the next Commit.
+func TestArchiveWriteFails(t *testing.T) {
 	dir := t.TempDir()
 	s := testStore(t, dir, "example.com")
 	if err := s.IngestFile("src", "a", "1", bytes.NewReader(genReport("a@google.com", "example.com", "1", testNow, 1))); err != nil {
@@ -263,40 +287,43 @@ func TestStateFileAtomic(t *testing.T) {
 	if err := s.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	before, _ := os.ReadFile(filepath.Join(dir, StateFileName))
-	if err := os.Chmod(dir, 0o500); err != nil {
+	// A trigger makes every write of an input fail, as a full disk would.
+	db, err := sql.Open("sqlite", filepath.Join(dir, archive.FileName))
+	if err != nil {
 		t.Fatal(err)
 	}
-	if os.Geteuid() == 0 {
-		// root writes into read-only directories: make the directory a file's path instead.
-		os.Chmod(dir, 0o700)
-		s.path = filepath.Join(dir, StateFileName, "sub", StateFileName)
+	defer db.Close()
+	if _, err := db.Exec("CREATE TRIGGER fail BEFORE INSERT ON inputs BEGIN SELECT RAISE(ABORT, 'disk full'); END"); err != nil {
+		t.Fatal(err)
 	}
 	if err := s.IngestFile("src", "b", "1", bytes.NewReader(genReport("a@google.com", "example.com", "2", testNow, 1))); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Commit(); err == nil {
-		t.Fatal("write into a read-only place succeeded")
-	}
-	os.Chmod(dir, 0o700)
-	after, _ := os.ReadFile(filepath.Join(dir, StateFileName))
-	if !bytes.Equal(before, after) {
-		t.Fatal("failed write changed the state file")
+	if err := s.Commit(); err == nil || !strings.Contains(err.Error(), "disk full") {
+		t.Fatalf("write with a failing archive: %v", err)
 	}
 	if s.saveErrors != 1 {
 		t.Errorf("saveErrors = %d", s.saveErrors)
 	}
 	// What was not saved is not served: a restart would take it back.
-	if got := s.live.domains["example.com"]; got != 1 {
+	if got := s.live[domainReportsFamily]["example.com"]; got != 1 {
 		t.Errorf("%d reports served after a failed save, want 1", got)
 	}
-	s.path = filepath.Join(dir, StateFileName)
+	if s2 := testStore(t, dir, "example.com"); s2.live[domainReportsFamily]["example.com"] != 1 {
+		t.Errorf("the archive holds %d reports after a failed save, want 1", s2.live[domainReportsFamily]["example.com"])
+	}
+	if _, err := db.Exec("DROP TRIGGER fail"); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.Commit(); err != nil {
 		t.Fatal(err)
 	}
 	s2 := testStore(t, dir, "example.com")
-	if got := s2.live.domains["example.com"]; got != 2 {
+	if got := s2.live[domainReportsFamily]["example.com"]; got != 2 {
 		t.Errorf("restored %d reports, want 2", got)
+	}
+	if seen, _ := s2.Seen("b", "1"); !seen {
+		t.Error("the input written at the second try is not marked as read")
 	}
 }
 
@@ -382,7 +409,10 @@ func TestFailureSamples(t *testing.T) {
 		if err := s.Commit(); err != nil {
 			t.Fatal(err)
 		}
-		samples := s.Samples()
+		samples, err := s.Samples()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if len(samples) != keep {
 			t.Fatalf("failure_samples %d: %d samples kept", keep, len(samples))
 		}
@@ -419,9 +449,10 @@ func TestFailureIdentity(t *testing.T) {
 	if err := s.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	st := s.live.failureReporters[reporterKey{"example.com", "163.com"}]
-	if st == nil || st.Reports != 2 || st.Duplicates != 1 {
-		t.Fatalf("failure reports %+v, want 2 and 1 duplicate", st)
+	reports := s.live[failuresFamily][seriesKey("example.com", "163.com", "dmarc", "unknown")]
+	dups := s.live[failureDuplicatesFamily][seriesKey("example.com", "163.com")]
+	if reports != 2 || dups != 1 {
+		t.Fatalf("%d failure reports and %d duplicates, want 2 and 1", reports, dups)
 	}
 }
 
@@ -473,7 +504,8 @@ func TestNewSeriesServedAtZero(t *testing.T) {
 func TestSourceCaps(t *testing.T) {
 	limits := config.Default().Limits
 	limits.SourcesPerDomain = 2
-	s, err := Open(Options{Dir: t.TempDir(), Limits: limits, DedupRetention: time.Hour})
+	dir := t.TempDir()
+	s, err := Open(Options{Archive: testArchive(t, dir), Dir: dir, Limits: limits, DedupRetention: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -482,20 +514,22 @@ func TestSourceCaps(t *testing.T) {
 		batch[sourceCombo{asn: asn, org: "org" + asn, country: "US", name: fmt.Sprintf("name%d", i), class: "authorized", disposition: "none", dmarc: "pass"}] = 10
 	}
 	s.mu.Lock()
-	s.stageSources("example.com", batch)
-	s.stageSources("example.org", batch) // a cap per domain
+	s.stageSources(s.pending, "example.com", batch)
+	s.stageSources(s.pending, "example.org", batch) // a cap per domain
 	s.mu.Unlock()
 	if err := s.Commit(); err != nil {
 		t.Fatal(err)
 	}
 	asns, others := map[string]float64{}, 0.0
-	for k, v := range s.live.sources {
-		if k.domain == "example.com" {
-			asns[k.asn] += float64(v)
-			if k.asn == otherLabel && k.org != otherLabel {
-				t.Errorf("AS other with org %q", k.org)
+	for key, lv := range series(s, sourcesFamily) {
+		v := s.live[sourcesFamily][key]
+		domain, asn, org, name := lv[0], lv[1], lv[2], lv[4]
+		if domain == "example.com" {
+			asns[asn] += float64(v)
+			if asn == otherLabel && org != otherLabel {
+				t.Errorf("AS other with org %q", org)
 			}
-			if k.name == otherLabel {
+			if name == otherLabel {
 				others += float64(v)
 			}
 		}
@@ -506,7 +540,7 @@ func TestSourceCaps(t *testing.T) {
 	if others != 20 {
 		t.Errorf("%v messages under name other, want 20", others)
 	}
-	if got := s.live.overflow["source_asn"]; got != 4 {
+	if got := s.live[overflowFamily]["source_asn"]; got != 4 {
 		t.Errorf("source_asn overflow %d, want 2 per domain", got)
 	}
 }
@@ -517,7 +551,8 @@ func TestSourceCaps(t *testing.T) {
 func TestSourceSeriesCap(t *testing.T) {
 	limits := config.Default().Limits
 	limits.SourcesPerDomain = 1
-	s, err := Open(Options{Dir: t.TempDir(), Limits: limits, DedupRetention: time.Hour})
+	dir := t.TempDir()
+	s, err := Open(Options{Archive: testArchive(t, dir), Dir: dir, Limits: limits, DedupRetention: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -528,22 +563,23 @@ func TestSourceSeriesCap(t *testing.T) {
 		}
 	}
 	s.mu.Lock()
-	s.stageSources("example.com", batch)
+	s.stageSources(s.pending, "example.com", batch)
 	s.mu.Unlock()
 	if err := s.Commit(); err != nil {
 		t.Fatal(err)
 	}
 	named, other := 0, 0
-	for k := range s.live.sources {
+	for _, lv := range series(s, sourcesFamily) {
+		asn, org, country, name := lv[1], lv[2], lv[3], lv[4]
 		switch {
-		case k.asn == "15169" && k.name == "google":
+		case asn == "15169" && name == "google":
 			named++
-		case k.asn == otherLabel && k.org == otherLabel && k.country == otherLabel && k.name == otherLabel:
+		case asn == otherLabel && org == otherLabel && country == otherLabel && name == otherLabel:
 			other++
 		}
 	}
-	if named != sourceSeriesFactor || other != 2 || s.live.overflow["source_series"] != 2 {
-		t.Errorf("%d named series, %d other, overflow %d", named, other, s.live.overflow["source_series"])
+	if overflow := s.live[overflowFamily]["source_series"]; named != sourceSeriesFactor || other != 2 || overflow != 2 {
+		t.Errorf("%d named series, %d other, overflow %d", named, other, overflow)
 	}
 }
 
@@ -553,7 +589,7 @@ func TestNoEnrichmentForUncounted(t *testing.T) {
 	srv := testenv.StartDNS(t, "../enrich/testdata/names.zone")
 	m := enrich.NewMetrics(nil)
 	names := enrich.NewNames(&dnsmon.Resolver{Servers: []string{srv.Addr}, Timeout: time.Second}, time.Second, 4, 0, m)
-	s, err := Open(Options{Dir: t.TempDir(), Domains: []string{"example.com"}, Limits: config.Default().Limits,
+	s, err := Open(Options{Archive: testArchive(t, t.TempDir()), Domains: []string{"example.com"}, Limits: config.Default().Limits,
 		DedupRetention: time.Hour, ReportLimits: report.DefaultLimits(), Enricher: enrich.New(enrich.Options{Names: names, Metrics: m})})
 	if err != nil {
 		t.Fatal(err)

@@ -8,12 +8,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dmarc-exporter/dmarc-exporter/archive"
 	"github.com/dmarc-exporter/dmarc-exporter/dnsmon"
 )
 
 // DNS records of the configured domains, as the DNS monitor observes them:
 // their current state, the history of their text (the timeline), and
-// lookup errors. They live in the state file with the counters.
+// lookup errors. They are saved in the archive with the counters.
 
 type dnsKey struct{ domain, record string }
 
@@ -37,13 +38,50 @@ type dnsRecord struct {
 	Texts      []string          `json:"texts,omitempty"`
 	LastChange int64             `json:"last_change"`
 	Checked    int64             `json:"checked"`
-	History    []dnsEvent        `json:"history,omitempty"`
+	History    []dnsEvent        `json:"-"`                // the latest changes; the archive keeps them all
 	Errors     map[string]uint64 `json:"errors,omitempty"` // lookup errors by rcode
 	Lookups    int               `json:"spf_lookups,omitempty"`
 	Void       int               `json:"spf_void_lookups,omitempty"`
 	KeyBits    int               `json:"dkim_key_bits,omitempty"`
 	KeyType    string            `json:"dkim_key_type,omitempty"`
 	Policy     map[string]string `json:"dmarc_policy,omitempty"`
+}
+
+// state is the record as the archive keeps it.
+func (r *dnsRecord) state() []byte {
+	data, _ := json.Marshal(r) // strings, numbers and maps of them
+	return data
+}
+
+// loadDNS reads the DNS records and their latest changes from the archive.
+func (s *Store) loadDNS() error {
+	if err := s.arc.DNS(func(d archive.DNSRecord) {
+		rec := &dnsRecord{}
+		if err := json.Unmarshal(d.State, rec); err != nil {
+			s.opts.Logger.Warn("DNS record in the archive", "domain", d.Domain, "record", d.Record, "err", err)
+			return
+		}
+		if rec.Errors == nil {
+			rec.Errors = map[string]uint64{}
+		}
+		s.dns[dnsKey{d.Domain, d.Record}] = rec
+	}); err != nil {
+		return err
+	}
+	return s.arc.DNSLog(func(c archive.DNSChange) {
+		if rec := s.dns[dnsKey{c.Domain, c.Record}]; rec != nil {
+			rec.History = appendChange(rec.History, dnsEvent{Time: c.Time, Texts: c.Texts})
+		}
+	})
+}
+
+// appendChange appends a change, keeping the latest maxDNSHistory.
+func appendChange(h []dnsEvent, e dnsEvent) []dnsEvent {
+	h = append(h, e)
+	if len(h) > maxDNSHistory {
+		h = h[len(h)-maxDNSHistory:]
+	}
+	return h
 }
 
 func (r *dnsRecord) clone() *dnsRecord {
@@ -63,11 +101,11 @@ func (r *dnsRecord) clone() *dnsRecord {
 func (s *Store) ObserveDNS(o *dnsmon.Observation) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	k := dnsKey{s.in.get(o.Domain), s.in.get(o.Name())}
+	k := dnsKey{o.Domain, o.Name()}
 	var rec *dnsRecord
 	if r := s.pending.dns[k]; r != nil {
 		rec = r
-	} else if r := s.live.dns[k]; r != nil {
+	} else if r := s.dns[k]; r != nil {
 		rec = r.clone()
 	} else {
 		rec = &dnsRecord{Errors: map[string]uint64{}}
@@ -75,16 +113,14 @@ func (s *Store) ObserveDNS(o *dnsmon.Observation) {
 	s.pending.dns[k] = rec
 	now := s.opts.Now().Unix()
 	if o.Err != nil {
-		rec.Errors[s.in.get(o.Rcode)]++
+		rec.Errors[o.Rcode]++
 		return
 	}
 	if !slices.Equal(rec.Texts, o.Texts) || rec.Checked == 0 {
 		if rec.Checked != 0 || len(o.Texts) > 0 {
 			rec.LastChange = now
-			rec.History = append(rec.History, dnsEvent{Time: now, Texts: o.Texts})
-			if len(rec.History) > maxDNSHistory {
-				rec.History = rec.History[len(rec.History)-maxDNSHistory:]
-			}
+			rec.History = appendChange(rec.History, dnsEvent{Time: now, Texts: o.Texts})
+			s.pending.dnsLog = append(s.pending.dnsLog, archive.DNSChange{Domain: k.domain, Record: k.record, Time: now, Texts: o.Texts})
 		}
 	}
 	rec.Checked = now
@@ -134,7 +170,7 @@ func (s *Store) visitDNS(fn func(f *family, v float64, labelValues ...string), s
 	// been looked up for staleDNS.
 	cutoff := s.opts.Now().Add(-staleDNS).Unix()
 	each := func(emit func(k dnsKey, r *dnsRecord)) {
-		for k, r := range s.live.dns {
+		for k, r := range s.dns {
 			if shown(k.domain) && (r.Checked == 0 || r.Checked >= cutoff) {
 				emit(k, r)
 			}
@@ -213,7 +249,7 @@ func (s *Store) Selectors(domain string) []string {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	var out []string
-	for sel := range s.live.selectors[domain] {
+	for sel := range s.selectors[domain] {
 		out = append(out, sel)
 	}
 	sort.Strings(out)
@@ -230,7 +266,7 @@ func TimelineHandler(store *Store) http.Handler {
 		}
 		var out []entry
 		store.mu.RLock()
-		for k, rec := range store.live.dns {
+		for k, rec := range store.dns {
 			out = append(out, entry{k.domain, k.record, slices.Clone(rec.History)})
 		}
 		store.mu.RUnlock()

@@ -35,7 +35,7 @@ func TestDNSChanges(t *testing.T) {
 		}
 	}
 	state := func() *dnsRecord {
-		return s.live.dns[dnsKey{"good.example.test", "dmarc"}]
+		return s.dns[dnsKey{"good.example.test", "dmarc"}]
 	}
 	observe(0)
 	first := *state()

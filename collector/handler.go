@@ -14,10 +14,15 @@ import (
 // first.
 func SamplesHandler(store *Store) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		samples, err := store.Samples()
+		if err != nil {
+			http.Error(w, "cannot read the archive", http.StatusInternalServerError)
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		enc.Encode(store.Samples())
+		enc.Encode(samples)
 	})
 }
 

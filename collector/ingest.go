@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dmarc-exporter/dmarc-exporter/archive"
 	"github.com/dmarc-exporter/dmarc-exporter/config"
 	"github.com/dmarc-exporter/dmarc-exporter/report"
 )
@@ -50,6 +51,7 @@ type comboKey struct{ disposition, dmarc, dkim, spf string }
 // identity and its records summed by label combination, so that its size
 // does not grow with its record count.
 type parsedReport struct {
+	hdr          *report.Aggregate
 	policyDomain string
 	reporter     string // ReporterName, before the per-domain cap
 	id           string // dedup identity
@@ -57,6 +59,10 @@ type parsedReport struct {
 	messages     map[comboKey]uint64
 	overrides    map[string]uint64
 	invalid      uint64
+	recordCount  int
+	total        uint64              // messages counted
+	failed       uint64              // messages of records whose DMARC result is fail
+	kept         []archive.Record    // what the archive keeps, at most archive.MaxRecordsKept
 	selectors    map[string]struct{} // DKIM selectors of the policy domain's signatures
 	// records are the messages by source address and what the record
 	// says, for enrichment (sources.go), which fills sources.
@@ -96,6 +102,7 @@ func parseFile(r io.Reader, lim report.Limits, labelLength int, withSources bool
 			return err
 		}
 		p := &parsedReport{
+			hdr:          hdr,
 			policyDomain: hdr.Policy.Domain,
 			reporter:     ReporterName(hdr.Metadata.Email, hdr.Metadata.OrgName, labelLength),
 			begin:        hdr.Metadata.Begin,
@@ -112,12 +119,23 @@ func parseFile(r io.Reader, lim report.Limits, labelLength int, withSources bool
 			if err != nil {
 				return err
 			}
+			p.recordCount++
 			if rec.Problem != "" {
 				p.invalid++
+				if len(p.kept) < archive.MaxRecordsKept {
+					p.kept = append(p.kept, archive.Record{Record: rec, DMARC: combo(rec).dmarc})
+				}
 				continue
 			}
 			k := combo(rec)
+			if len(p.kept) < archive.MaxRecordsKept {
+				p.kept = append(p.kept, archive.Record{Record: rec, DMARC: k.dmarc})
+			}
 			p.messages[k] += rec.Count
+			p.total += rec.Count
+			if k.dmarc == "fail" {
+				p.failed += rec.Count
+			}
 			if p.records != nil {
 				p.records[sourceRecordOf(rec, k, len(p.records))] += rec.Count
 			}
@@ -227,17 +245,23 @@ func dedupKey(reporter, reportID string, begin, end time.Time, domain string) st
 // was rejected.
 func (s *Store) Seen(path, mark string) (seen, rejected bool) {
 	s.mu.RLock()
-	defer s.mu.RUnlock()
-	for _, c := range []*counters{s.pending, s.committing, s.live} {
-		if c == nil {
+	for _, b := range []*batch{s.pending, s.committing} {
+		if b == nil {
 			continue
 		}
-		if m, ok := c.files[path]; ok {
-			got, outcome, _ := strings.Cut(m, "|")
-			return got == mark, outcome == "rejected"
+		if in, ok := b.inputs[path]; ok {
+			s.mu.RUnlock()
+			return in.Mark == mark, in.Refused
 		}
 	}
-	return false, false
+	s.mu.RUnlock()
+	in, ok, err := s.arc.Input(path)
+	if err != nil {
+		// Read again: dedup keeps its reports from being counted twice.
+		s.opts.Logger.Warn("read mark", "err", err)
+		return false, false
+	}
+	return ok && in.Mark == mark, in.Refused
 }
 
 // IngestFile reads every report of one file and stages its counts; nothing
@@ -254,29 +278,45 @@ func (s *Store) IngestFile(source, path, mark string, r io.Reader) error {
 		return err
 	}
 	if err == nil && enricher != nil {
-		s.enrichFile(enricher, parsed, labelLength)
+		if err := s.enrichFile(enricher, parsed, labelLength); err != nil {
+			return err
+		}
 	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	src := s.in.get(source)
+	now := s.opts.Now()
 	if err != nil {
-		s.pending.files[path] = mark + "|rejected"
-		s.pending.rejected[rejectKey{src, rejectReason(err)}]++
+		s.reject(source, path, mark, err, now)
 		return err
 	}
-	s.pending.files[path] = mark + "|ok"
-	now := s.opts.Now()
+	// Staged into a batch of its own first, so that an archive read error
+	// halfway leaves nothing of the file behind.
+	in := &input{source: source, path: path, b: newBatch()}
+	stages := []func() error{}
 	for _, p := range parsed.aggregates {
-		s.stage(src, p, now)
+		stages = append(stages, func() error { return s.stage(in, p, now) })
 	}
 	for _, t := range parsed.tls {
-		s.stageTLS(src, t, now, labelLength)
+		stages = append(stages, func() error { return s.stageTLS(in, t, now, labelLength) })
 	}
 	for _, f := range parsed.failures {
-		s.stageFailure(src, f, now, labelLength)
+		stages = append(stages, func() error { return s.stageFailure(in, f, now, labelLength) })
 	}
+	for _, stage := range stages {
+		if err := stage(); err != nil {
+			return fmt.Errorf("%w: %w", report.ErrRead, err)
+		}
+	}
+	in.b.inputs[path] = archive.Input{Path: path, Source: source, Mark: mark, Read: now}
+	s.pending.merge(in.b)
 	return nil
+}
+
+// input is an input being staged: where it came from, and its batch.
+type input struct {
+	source, path string
+	b            *batch
 }
 
 // RejectFile stages a file as rejected without reading it: a source that
@@ -285,8 +325,15 @@ func (s *Store) IngestFile(source, path, mark string, r io.Reader) error {
 func (s *Store) RejectFile(source, path, mark string, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.pending.files[path] = mark + "|rejected"
-	s.pending.rejected[rejectKey{s.in.get(source), rejectReason(err)}]++
+	s.reject(source, path, mark, err, s.opts.Now())
+}
+
+// reject stages a refused input. s.mu is held.
+func (s *Store) reject(source, path, mark string, err error, now time.Time) {
+	reason := rejectReason(err)
+	s.pending.inputs[path] = archive.Input{Path: path, Source: source, Mark: mark, Refused: true, Reason: reason,
+		Error: err.Error(), Read: now}
+	s.pending.totals.add(rejectedFamily, 1, source, reason)
 }
 
 // Date range anomalies, counted per reporter.
@@ -296,89 +343,94 @@ const (
 	longRange   = 7 * 24 * time.Hour  // a range longer than this is "long"
 )
 
-// stage adds one report to the pending batch. s.mu is held.
-func (s *Store) stage(source string, p *parsedReport, now time.Time) {
-	domain, ok := s.domainLabel(p.policyDomain)
+// stage adds one report to the input's batch. s.mu is held.
+func (s *Store) stage(in *input, p *parsedReport, now time.Time) error {
+	domain, ok := s.domainLabel(in.b, p.policyDomain)
 	if !ok {
-		s.pending.rejected[rejectKey{source, RejectDomainNotMonitored}]++
-		return
+		in.b.totals.add(rejectedFamily, 1, in.source, RejectDomainNotMonitored)
+		return nil
 	}
-	reporter := s.reporterLabel(domain, p.reporter)
-	rk := reporterKey{domain, reporter}
-	st := s.pending.reporter(rk)
-	if s.seenID(p.id, now) {
-		st.Duplicates++
-		return
+	reporter := s.reporterLabel(in.b, domain, p.reporter)
+	t := in.b.totals
+	for _, f := range []*family{reportsFamily, duplicatesFamily, invalidRecordsFamily} {
+		t.add(f, 0, domain, reporter)
 	}
-	st.Reports++
-	st.InvalidRecords += p.invalid
+	for _, kind := range []string{"future", "old", "long"} {
+		t.add(anomaliesFamily, 0, domain, reporter, kind)
+	}
+	dup, err := s.seenID(in.b, p.id, now)
+	if err != nil {
+		return err
+	}
+	if dup {
+		t.add(duplicatesFamily, 1, domain, reporter)
+		return nil
+	}
+	t.add(reportsFamily, 1, domain, reporter)
+	t.add(invalidRecordsFamily, p.invalid, domain, reporter)
 	end := p.end
 	switch {
 	case end.After(now.Add(futureSlack)):
-		st.Future++
+		t.add(anomaliesFamily, 1, domain, reporter, "future")
 		end = now // a report from the future must not look fresh for days
 	case end.Before(now.Add(-oldAge)):
-		st.Old++
+		t.add(anomaliesFamily, 1, domain, reporter, "old")
 	}
 	if p.end.Sub(p.begin) > longRange {
-		st.Long++
+		t.add(anomaliesFamily, 1, domain, reporter, "long")
 	}
-	st.LastEnd = max(st.LastEnd, end.Unix())
-	st.LastReceived = max(st.LastReceived, now.Unix())
-	st.Ends = mergeEnds(st.Ends, []int64{end.Unix()})
-	s.pending.domains[domain]++
+	in.b.reporter(reporterKey{domain, reporter}).add(&reporterStats{LastEnd: end.Unix(), LastReceived: now.Unix(), Ends: []int64{end.Unix()}})
+	t.add(domainReportsFamily, 1, domain)
 	if len(s.opts.Domains) > 0 { // only configured domains are watched in DNS
-		addSelectors(s.pending.selectors, p.policyDomain, p.selectors)
+		set := setOf(in.b.selectors, p.policyDomain)
+		for sel := range p.selectors {
+			set[sel] = struct{}{}
+		}
 	}
 	for c, n := range p.messages {
-		k := msgKey{domain, reporter, s.in.get(c.disposition), s.in.get(c.dmarc), s.in.get(c.dkim), s.in.get(c.spf)}
-		s.pending.messages[k] += n
+		t.add(messagesFamily, n, domain, reporter, c.disposition, c.dmarc, c.dkim, c.spf)
 	}
 	for reason, n := range p.overrides {
-		s.pending.overrides[overrideKey{domain, reporter, s.in.get(reason)}] += n
+		t.add(overridesFamily, n, domain, reporter, reason)
 	}
-	s.stageSources(domain, p.sources)
+	s.stageSources(in.b, domain, p.sources)
+	in.b.aggregates = append(in.b.aggregates, &archive.Aggregate{Identity: p.id, Domain: domain, Reporter: reporter,
+		Header: p.hdr, Records: p.kept, RecordCount: p.recordCount, InvalidRecords: int(p.invalid), Messages: p.total,
+		FailedMessages: p.failed, Source: in.source, Input: in.path, Received: now})
+	return nil
 }
 
 // domainLabel returns the domain label of a policy domain: the most
 // specific configured domain at or above it, or, with no domains
 // configured, the domain itself up to Limits.Domains distinct values.
 // ok is false when domains are configured and none matches.
-func (s *Store) domainLabel(policyDomain string) (label string, ok bool) {
+func (s *Store) domainLabel(b *batch, policyDomain string) (label string, ok bool) {
 	if len(s.opts.Domains) > 0 {
 		best := config.Covering(policyDomain, s.opts.Domains)
-		return s.in.get(best), best != ""
+		return best, best != ""
 	}
 	d := sanitize(policyDomain, s.opts.Limits.LabelLength)
 	if _, known := s.reporterSets[d]; known {
-		return s.in.get(d), true
+		return d, true
 	}
 	if len(s.reporterSets) >= s.opts.Limits.Domains {
-		s.pending.overflow["domain"]++
+		b.totals.add(overflowFamily, 1, "domain")
 		d = otherLabel
 	}
-	d = s.in.get(d)
-	if s.reporterSets[d] == nil {
-		s.reporterSets[d] = map[string]struct{}{}
-	}
+	setOf(s.reporterSets, d)
 	return d, true
 }
 
 // reporterLabel caps the distinct reporters of a domain.
-func (s *Store) reporterLabel(domain, reporter string) string {
-	set := s.reporterSets[domain]
-	if set == nil {
-		set = map[string]struct{}{}
-		s.reporterSets[domain] = set
-	}
+func (s *Store) reporterLabel(b *batch, domain, reporter string) string {
+	set := setOf(s.reporterSets, domain)
 	if _, known := set[reporter]; known {
-		return s.in.get(reporter)
+		return reporter
 	}
 	if len(set) >= s.opts.Limits.ReportersPerDomain {
-		s.pending.overflow["reporter"]++
+		b.totals.add(overflowFamily, 1, "reporter")
 		reporter = otherLabel
 	}
-	reporter = s.in.get(reporter)
 	set[reporter] = struct{}{}
 	return reporter
 }

@@ -3,6 +3,7 @@ package collector
 import (
 	"time"
 
+	"github.com/dmarc-exporter/dmarc-exporter/archive"
 	"github.com/dmarc-exporter/dmarc-exporter/report"
 )
 
@@ -11,108 +12,112 @@ import (
 // aggregate reports. Failure reports carry personal data: none of it goes
 // into a label, and only redacted samples are kept, when configured.
 
-type tlsKey struct{ domain, reporter, policyType, result string }
-
-type failureKey struct{ domain, reporter, authFailure, deliveryResult string }
-
-// kindStats count reports of one kind per (domain, reporter).
-type kindStats struct {
-	Reports    uint64 `json:"reports"`
-	Duplicates uint64 `json:"duplicates"`
-}
-
-func stats(m map[reporterKey]*kindStats, k reporterKey) *kindStats {
-	st := m[k]
-	if st == nil {
-		st = &kindStats{}
-		m[k] = st
+// seenID records a report identity in b and reports whether it was known
+// already. s.mu is held.
+func (s *Store) seenID(b *batch, id string, now time.Time) (bool, error) {
+	if _, ok := b.ids[id]; ok {
+		return true, nil
 	}
-	return st
-}
-
-// seenID records a report identity and reports whether it was known. s.mu
-// is held.
-func (s *Store) seenID(id string, now time.Time) bool {
-	if s.knownID(id) {
-		return true
+	known, err := s.knownID(id)
+	if err != nil || known {
+		return known, err
 	}
-	s.pending.dedup[id] = now.Unix()
-	return false
+	b.ids[id] = now.Unix()
+	return false, nil
 }
 
-// knownID reports whether a report identity was counted already, pending,
-// being saved or live. s.mu is held (read is enough).
-func (s *Store) knownID(id string) bool {
-	for _, c := range []*counters{s.pending, s.committing, s.live} {
-		if c == nil {
+// knownID reports whether a report identity was counted already: pending,
+// being saved, or in the archive. s.mu is held (read is enough).
+func (s *Store) knownID(id string) (bool, error) {
+	for _, b := range []*batch{s.pending, s.committing} {
+		if b == nil {
 			continue
 		}
-		if _, ok := c.dedup[id]; ok {
-			return true
+		if _, ok := b.ids[id]; ok {
+			return true, nil
 		}
 	}
-	return false
+	return s.arc.Known(id)
 }
 
 // stageTLS adds an SMTP TLS report: per policy, its domain's session
 // counts from the summary and failed sessions by result type. s.mu is held.
-func (s *Store) stageTLS(source string, r *report.TLSReport, now time.Time, labelLength int) {
+func (s *Store) stageTLS(in *input, r *report.TLSReport, now time.Time, labelLength int) error {
 	name := ReporterName(r.ContactInfo, r.OrganizationName, labelLength)
-	dup := s.seenID(dedupKey("smtp_tls:"+reporterIdentity(r.ContactInfo, r.OrganizationName), r.ReportID, r.Begin, r.End, ""), now)
+	id := dedupKey("smtp_tls:"+reporterIdentity(r.ContactInfo, r.OrganizationName), r.ReportID, r.Begin, r.End, "")
+	dup, err := s.seenID(in.b, id, now)
+	if err != nil {
+		return err
+	}
+	t := in.b.totals
 	counted := map[reporterKey]bool{}
+	domains := make([]string, len(r.Policies))
 	unmonitored := false
-	for _, p := range r.Policies {
-		domain, ok := s.domainLabel(p.Domain)
+	for i, p := range r.Policies {
+		domain, ok := s.domainLabel(in.b, p.Domain)
 		if !ok {
 			unmonitored = true
 			continue
 		}
-		rk := reporterKey{domain, s.reporterLabel(domain, name)}
-		st := stats(s.pending.tlsReporters, rk)
+		domains[i] = domain
+		rk := reporterKey{domain, s.reporterLabel(in.b, domain, name)}
 		if !counted[rk] {
 			counted[rk] = true
+			t.add(tlsReportsFamily, 0, rk.domain, rk.reporter)
+			t.add(tlsDuplicatesFamily, 0, rk.domain, rk.reporter)
 			if dup {
-				st.Duplicates++
+				t.add(tlsDuplicatesFamily, 1, rk.domain, rk.reporter)
 			} else {
-				st.Reports++
+				t.add(tlsReportsFamily, 1, rk.domain, rk.reporter)
 			}
 		}
 		if dup {
 			continue
 		}
-		pt := s.in.get(string(p.Type))
-		s.pending.tlsSessions[tlsKey{rk.domain, rk.reporter, pt, "success"}] += p.Successful
-		s.pending.tlsSessions[tlsKey{rk.domain, rk.reporter, pt, "failure"}] += p.Failed
+		pt := string(p.Type)
+		t.add(tlsSessionsFamily, p.Successful, rk.domain, rk.reporter, pt, "success")
+		t.add(tlsSessionsFamily, p.Failed, rk.domain, rk.reporter, pt, "failure")
 		for _, f := range p.Failures {
-			s.pending.tlsFailed[tlsKey{rk.domain, rk.reporter, pt, s.in.get(string(f.ResultType))}] += f.FailedSessions
+			t.add(tlsFailedFamily, f.FailedSessions, rk.domain, rk.reporter, pt, string(f.ResultType))
 		}
 	}
 	if unmonitored && !dup && len(counted) == 0 {
 		// Counted once per report, and only when nothing of it was counted.
-		s.pending.rejected[rejectKey{source, RejectDomainNotMonitored}]++
+		t.add(rejectedFamily, 1, in.source, RejectDomainNotMonitored)
 	}
+	if !dup && len(counted) > 0 {
+		in.b.tls = append(in.b.tls, &archive.TLS{Identity: id, Reporter: name, Report: r, Domains: domains,
+			Source: in.source, Input: in.path, Received: now})
+	}
+	return nil
 }
 
 // stageFailure adds a failure report. s.mu is held.
-func (s *Store) stageFailure(source string, f *report.FailureReport, now time.Time, labelLength int) {
-	domain, ok := s.domainLabel(f.Domain())
+func (s *Store) stageFailure(in *input, f *report.FailureReport, now time.Time, labelLength int) error {
+	domain, ok := s.domainLabel(in.b, f.Domain())
 	if !ok {
-		s.pending.rejected[rejectKey{source, RejectDomainNotMonitored}]++
-		return
+		in.b.totals.add(rejectedFamily, 1, in.source, RejectDomainNotMonitored)
+		return nil
 	}
-	rk := reporterKey{domain, s.reporterLabel(domain, ReporterName(f.Reporter, "", labelLength))}
-	st := stats(s.pending.failureReporters, rk)
+	rk := reporterKey{domain, s.reporterLabel(in.b, domain, ReporterName(f.Reporter, "", labelLength))}
+	in.b.totals.add(failureDuplicatesFamily, 0, rk.domain, rk.reporter)
 	id := dedupKey("failure:"+reporterIdentity(f.Reporter, ""), f.Identity, time.Time{}, time.Time{}, f.Domain())
-	if s.seenID(id, now) {
-		st.Duplicates++
-		return
+	dup, err := s.seenID(in.b, id, now)
+	if err != nil {
+		return err
 	}
-	st.Reports++
-	s.pending.failures[failureKey{rk.domain, rk.reporter, s.in.get(string(f.AuthFailure)), s.in.get(string(f.DeliveryResult))}]++
+	if dup {
+		in.b.totals.add(failureDuplicatesFamily, 1, rk.domain, rk.reporter)
+		return nil
+	}
+	in.b.totals.add(failuresFamily, 1, rk.domain, rk.reporter, string(f.AuthFailure), string(f.DeliveryResult))
+	row := &archive.Failure{Identity: id, Domain: domain, Reporter: rk.reporter, AuthFailure: string(f.AuthFailure),
+		DeliveryResult: string(f.DeliveryResult), Source: in.source, Input: in.path, Received: now}
 	if s.opts.FailureSamples > 0 {
-		s.pending.samples = append(s.pending.samples, Sample{Domain: domain, Reporter: rk.reporter, Source: source,
-			Ingested: now.UTC(), Report: f.Redacted()})
+		row.Redacted = f.Redacted()
 	}
+	in.b.failures = append(in.b.failures, row)
+	return nil
 }
 
 // Sample is a redacted failure report kept for the detail view.
@@ -125,12 +130,20 @@ type Sample struct {
 }
 
 // Samples returns the kept failure report samples, newest first.
-func (s *Store) Samples() []Sample {
+func (s *Store) Samples() ([]Sample, error) {
 	s.mu.RLock()
-	defer s.mu.RUnlock()
-	out := make([]Sample, 0, len(s.live.samples))
-	for i := len(s.live.samples) - 1; i >= 0; i-- {
-		out = append(out, s.live.samples[i])
+	n := s.opts.FailureSamples
+	s.mu.RUnlock()
+	if n == 0 {
+		return []Sample{}, nil
 	}
-	return out
+	rows, err := s.arc.FailureSamples(n)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Sample, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, Sample{Domain: r.Domain, Reporter: r.Reporter, Source: r.Source, Ingested: r.Received, Report: r.Report})
+	}
+	return out, nil
 }

@@ -3,6 +3,7 @@ package collector
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"maps"
 	"net/netip"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/dmarc-exporter/dmarc-exporter/archive"
 	"github.com/dmarc-exporter/dmarc-exporter/config"
 	"github.com/dmarc-exporter/dmarc-exporter/enrich"
 	"github.com/dmarc-exporter/dmarc-exporter/report"
@@ -34,14 +36,8 @@ const maxSourceAddrs = 10_000
 // would allow their product.
 const sourceSeriesFactor = 10
 
-// sourceKey is a series of dmarc_source_messages_total.
-type sourceKey struct {
-	domain                    string
-	asn, org, country, name   string
-	class, disposition, dmarc string
-}
-
-// sourceCombo is a sourceKey before the domain and the caps.
+// sourceCombo is a dmarc_source_messages_total series before the domain
+// and the caps.
 type sourceCombo struct {
 	asn, org, country, name   string
 	class, disposition, dmarc string
@@ -58,30 +54,44 @@ type sourceRecord struct {
 // be counted: not those for a domain that is not monitored, nor those
 // already counted (a hostile sender's forged or repeated reports cost no
 // lookups).
-func (s *Store) enrichFile(e *enrich.Enricher, parsed *parsedFile, labelLength int) {
+func (s *Store) enrichFile(e *enrich.Enricher, parsed *parsedFile, labelLength int) error {
 	for _, p := range parsed.aggregates {
-		if p.records == nil || !s.mayCount(p) {
+		if p.records == nil {
 			continue
 		}
-		p.sources = enrichRecords(e, p.policyDomain, p.records, labelLength)
+		if ok, err := s.mayCount(p); err != nil {
+			return fmt.Errorf("%w: %w", report.ErrRead, err)
+		} else if !ok {
+			continue
+		}
+		var ids map[netip.Addr]enrich.Identity
+		p.sources, ids = enrichRecords(e, p.policyDomain, p.records, labelLength)
+		for i := range p.kept {
+			r := &p.kept[i]
+			src := SourceLabels(ids[r.SourceIP], enrich.FactsOf(r.Record), labelLength)
+			r.Source = archive.SourceIdentity{ASN: uint32(ids[r.SourceIP].ASN), Org: src.Org, Country: src.Country,
+				Name: src.Name, Class: src.Class, Reason: src.Reason}
+		}
 	}
+	return nil
 }
 
 // mayCount reports whether stage would count p: its domain is monitored
 // and its identity not seen yet.
-func (s *Store) mayCount(p *parsedReport) bool {
+func (s *Store) mayCount(p *parsedReport) (bool, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if len(s.opts.Domains) > 0 && config.Covering(p.policyDomain, s.opts.Domains) == "" {
-		return false
+		return false, nil
 	}
-	return !s.knownID(p.id)
+	known, err := s.knownID(p.id)
+	return !known, err
 }
 
 // enrichRecords identifies the sources of a report's records (busiest
 // first, within enrichTimeout) and sums their messages by identity and
 // class, as label values. dmarc-exporter parse --enrich shows the same.
-func enrichRecords(e *enrich.Enricher, policyDomain string, recs map[sourceRecord]uint64, labelLength int) map[sourceCombo]uint64 {
+func enrichRecords(e *enrich.Enricher, policyDomain string, recs map[sourceRecord]uint64, labelLength int) (map[sourceCombo]uint64, map[netip.Addr]enrich.Identity) {
 	perIP := map[netip.Addr]uint64{}
 	for r, n := range recs {
 		if r.ip.IsValid() {
@@ -95,7 +105,7 @@ func enrichRecords(e *enrich.Enricher, policyDomain string, recs map[sourceRecor
 		out[sourceCombo{asn: c.ASN, org: c.Org, country: c.Country, name: c.Name, class: c.Class,
 			disposition: r.disposition, dmarc: r.dmarc}] += n
 	}
-	return out
+	return out, ids
 }
 
 // IdentifyRecords identifies the sources of a report's records, as
@@ -167,57 +177,53 @@ func truncateRunes(s string, n int) string {
 	return s[:n]
 }
 
-// stageSources adds a report's sources to the pending batch, capping the
+// stageSources adds a report's sources to the batch, capping the
 // distinct AS numbers, countries and names per domain (over the cap:
 // "other"; the AS organisation follows its AS number), and the series of
 // the domain: past sourceSeriesFactor × the cap, a new series has all four
 // as "other". s.mu is held.
-func (s *Store) stageSources(domain string, sources map[sourceCombo]uint64) {
+func (s *Store) stageSources(b *batch, domain string, sources map[sourceCombo]uint64) {
 	for c, n := range sources {
-		asn, org := s.capped(s.sourceASNs, domain, c.asn, "source_asn"), c.org
+		asn, org := s.capped(b, s.sourceASNs, domain, c.asn, "source_asn"), c.org
 		if asn == otherLabel {
 			org = otherLabel
 		}
-		k := sourceKey{domain: domain, asn: asn, org: s.in.get(org),
-			country: s.capped(s.sourceCountries, domain, c.country, "source_country"),
-			name:    s.capped(s.sourceNames, domain, c.name, "source_name"),
-			class:   s.in.get(c.class), disposition: s.in.get(c.disposition), dmarc: s.in.get(c.dmarc)}
-		if !s.hasSource(k) && s.sourceSeries[domain] >= sourceSeriesFactor*s.opts.Limits.SourcesPerDomain {
-			s.pending.overflow["source_series"]++
-			k.asn, k.org, k.country, k.name = otherLabel, otherLabel, otherLabel, otherLabel
+		country := s.capped(b, s.sourceCountries, domain, c.country, "source_country")
+		name := s.capped(b, s.sourceNames, domain, c.name, "source_name")
+		key := seriesKey(domain, asn, org, country, name, c.class, c.disposition, c.dmarc)
+		if !s.hasSeries(b, sourcesFamily, key) && s.sourceSeries[domain] >= sourceSeriesFactor*s.opts.Limits.SourcesPerDomain {
+			b.totals.add(overflowFamily, 1, "source_series")
+			asn, org, country, name = otherLabel, otherLabel, otherLabel, otherLabel
+			key = seriesKey(domain, asn, org, country, name, c.class, c.disposition, c.dmarc)
 		}
-		if !s.hasSource(k) {
+		if !s.hasSeries(b, sourcesFamily, key) {
 			s.sourceSeries[domain]++
 		}
-		s.pending.sources[k] += n
+		b.totals.add(sourcesFamily, n, domain, asn, org, country, name, c.class, c.disposition, c.dmarc)
 	}
 }
 
-// hasSource reports whether series k exists, live or pending. s.mu is held.
-func (s *Store) hasSource(k sourceKey) bool {
-	_, live := s.live.sources[k]
-	_, pending := s.pending.sources[k]
-	committing := false
-	if s.committing != nil {
-		_, committing = s.committing.sources[k]
+// hasSeries reports whether a series exists, live, pending, being saved
+// or in b. s.mu is held.
+func (s *Store) hasSeries(b *batch, f *family, key string) bool {
+	for _, t := range []*batch{b, s.pending, s.committing} {
+		if t != nil && t.totals.has(f, key) {
+			return true
+		}
 	}
-	return live || pending || committing
+	return s.live.has(f, key)
 }
 
 // capped returns value, or "other" when domain has
 // Limits.SourcesPerDomain other values of that label already.
-func (s *Store) capped(sets map[string]map[string]struct{}, domain, value, label string) string {
-	set := sets[domain]
-	if set == nil {
-		set = map[string]struct{}{}
-		sets[domain] = set
-	}
+func (s *Store) capped(b *batch, sets map[string]map[string]struct{}, domain, value, label string) string {
+	set := setOf(sets, domain)
 	if _, known := set[value]; !known {
 		if len(set) >= s.opts.Limits.SourcesPerDomain {
-			s.pending.overflow[label]++
+			b.totals.add(overflowFamily, 1, label)
 			value = otherLabel
 		}
 		set[value] = struct{}{}
 	}
-	return s.in.get(value)
+	return value
 }

@@ -1,17 +1,17 @@
-// Package collector holds what the exporter has counted from reports,
-// keeps it in a state file that survives restarts and crashes, and serves
-// it to Prometheus.
+// Package collector turns reports into counters and serves them to
+// Prometheus. It keeps nothing of its own: what it counts is saved in the
+// archive (package archive), from which a start loads it.
 //
-// Files are ingested into a pending batch (IngestFile) and made live and
-// saved together by Commit: a report's increments, its dedup key and its
-// file's "read" mark reach the state file in one atomic write, so that
-// after a crash at any moment a restart neither loses a report (its file
-// is read again) nor counts one twice.
+// Files are ingested into a pending batch (IngestFile) and saved and made
+// live together by Commit: an input's reports, its counter increments,
+// its dedup keys and its "read" mark reach the archive in one
+// transaction, so that after a crash at any moment a restart neither
+// loses a report (its file is read again) nor counts one twice.
 package collector
 
 import (
-	"fmt"
 	"log/slog"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -19,17 +19,19 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dmarc-exporter/dmarc-exporter/archive"
 	"github.com/dmarc-exporter/dmarc-exporter/config"
 	"github.com/dmarc-exporter/dmarc-exporter/enrich"
 	"github.com/dmarc-exporter/dmarc-exporter/report"
 )
 
-// StateFileName is the name of the state file under the storage path.
-const StateFileName = "state.json"
-
 // Options configure a Store.
 type Options struct {
-	// Dir is the storage path; the state file is Dir/state.json.
+	// Archive keeps what the Store counts; the Store loads its totals from
+	// it at Open.
+	Archive *archive.Archive
+	// Dir is the storage path, where a state file of an earlier version
+	// (state.json) is imported from at Open.
 	Dir string
 	// Domains are the configured (normalised) domains; empty to accept
 	// every policy domain up to Limits.Domains.
@@ -62,33 +64,37 @@ type Options struct {
 // Store is the counted state: live counters served to Prometheus and a
 // pending batch of what was ingested since the last Commit.
 type Store struct {
-	path   string
+	arc    *archive.Archive
 	saveMu sync.Mutex // serialises Commit, so saves happen in order
 
-	mu           sync.RWMutex
-	opts         Options
-	live         *counters
-	pending      *counters
-	committing   *counters         // the batch being written by Commit, or nil
-	dirty        bool              // live differs from the state file
-	created      time.Time         // when the state began
-	fresh        map[any]time.Time // series made live lately: served at 0 (fresh.go)
-	in           *interner
-	reporterSets map[string]map[string]struct{} // domain -> reporters, live and pending
-	// Per domain, the source_asn, source_country and source_name values
-	// in use, live and pending, for their caps.
+	mu         sync.RWMutex
+	opts       Options
+	live       totals
+	reporters  map[reporterKey]*reporterStats // the watchdog's view, live
+	dns        map[dnsKey]*dnsRecord          // as last observed, live
+	selectors  map[string]map[string]struct{} // DKIM selectors seen in reports, per domain
+	identities int                            // report identities in the archive
+	pending    *batch
+	committing *batch                 // the batch being written by Commit, or nil
+	created    time.Time              // when the archive began
+	fresh      map[freshKey]time.Time // series made live lately: served at 0 (fresh.go)
+	// Label values in use, live and pending, for their caps: reporters per
+	// domain, and the source_asn, source_country and source_name values and
+	// the dmarc_source_messages_total series of each domain.
+	reporterSets                             map[string]map[string]struct{}
 	sourceASNs, sourceCountries, sourceNames map[string]map[string]struct{}
-	sourceSeries                             map[string]int // dmarc_source_messages_total series per domain
+	sourceSeries                             map[string]int
+	lastExpiry                               time.Time // of report identities
 
 	lastTextSize atomic.Int64 // size of the last /metrics text, to size the next
 
-	// Health of the state file, guarded by mu.
+	// Health of the archive writes, guarded by mu.
 	lastSave   time.Time
 	saveErrors uint64
 }
 
-// Open loads the state file under opts.Dir, or starts empty when there is
-// none.
+// Open loads the live state from the archive, after importing a state
+// file of an earlier version found in opts.Dir.
 func Open(opts Options) (*Store, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -100,54 +106,107 @@ func Open(opts Options) (*Store, error) {
 		opts.MaxDedupKeys = 1_000_000
 	}
 	s := &Store{
-		path:         filepath.Join(opts.Dir, StateFileName),
+		arc:          opts.Archive,
 		opts:         opts,
-		pending:      newCounters(),
-		dirty:        true, // the first Commit writes the file
-		in:           newInterner(),
+		live:         totals{},
+		reporters:    map[reporterKey]*reporterStats{},
+		dns:          map[dnsKey]*dnsRecord{},
+		selectors:    map[string]map[string]struct{}{},
+		pending:      newBatch(),
 		reporterSets: map[string]map[string]struct{}{},
 		sourceASNs:   map[string]map[string]struct{}{}, sourceCountries: map[string]map[string]struct{}{},
 		sourceNames: map[string]map[string]struct{}{}, sourceSeries: map[string]int{},
-		fresh: map[any]time.Time{},
+		fresh: map[freshKey]time.Time{},
 	}
-	live, created, err := loadState(s.path, s.in, opts.Now())
-	if err != nil {
+	if err := importStateFile(opts.Archive, opts.Dir, opts.Now(), opts.Logger); err != nil {
 		return nil, err
 	}
-	s.created = created
-	s.live = live
-	for k := range live.reporters {
-		if s.reporterSets[k.domain] == nil {
-			s.reporterSets[k.domain] = map[string]struct{}{}
-		}
-		s.reporterSets[k.domain][k.reporter] = struct{}{}
-	}
-	for _, m := range []map[reporterKey]*kindStats{live.tlsReporters, live.failureReporters} {
-		for k := range m {
-			if s.reporterSets[k.domain] == nil {
-				s.reporterSets[k.domain] = map[string]struct{}{}
-			}
-			s.reporterSets[k.domain][k.reporter] = struct{}{}
-		}
-	}
-	for k := range live.sources {
-		s.sourceSeries[k.domain]++
-		for _, m := range []struct {
-			sets  map[string]map[string]struct{}
-			value string
-		}{{s.sourceASNs, k.asn}, {s.sourceCountries, k.country}, {s.sourceNames, k.name}} {
-			if m.sets[k.domain] == nil {
-				m.sets[k.domain] = map[string]struct{}{}
-			}
-			m.sets[k.domain][m.value] = struct{}{}
-		}
-	}
-	for d := range live.domains {
-		if s.reporterSets[d] == nil {
-			s.reporterSets[d] = map[string]struct{}{}
-		}
+	if err := s.load(); err != nil {
+		return nil, err
 	}
 	return s, nil
+}
+
+// load reads the live state from the archive and derives the label sets
+// the caps need.
+func (s *Store) load() error {
+	var err error
+	if s.created, err = s.arc.Created(s.opts.Now()); err != nil {
+		return err
+	}
+	byName := map[string]*family{}
+	for _, f := range families {
+		if f.stored {
+			byName[f.name] = f
+		}
+	}
+	var unknown []string
+	err = s.arc.Totals(func(name, key string, v uint64) {
+		f := byName[name]
+		if f == nil {
+			if !slices.Contains(unknown, name) {
+				unknown = append(unknown, name)
+			}
+			return
+		}
+		m := s.live[f]
+		if m == nil {
+			m = map[string]uint64{}
+			s.live[f] = m
+		}
+		m[strings.Clone(key)] = v
+	})
+	if err != nil {
+		return err
+	}
+	if len(unknown) > 0 {
+		s.opts.Logger.Warn("the archive holds counters this version does not serve", "families", unknown)
+	}
+	if err := s.arc.Reporters(func(r archive.Reporter) {
+		s.reporters[reporterKey{r.Domain, r.Reporter}] = &reporterStats{LastEnd: r.LastEnd, LastReceived: r.LastReceived, Ends: r.Ends}
+	}); err != nil {
+		return err
+	}
+	if err := s.arc.Selectors(func(sel archive.Selector) {
+		addSelectors(s.selectors, sel.Domain, map[string]struct{}{sel.Selector: {}})
+	}); err != nil {
+		return err
+	}
+	if err := s.loadDNS(); err != nil {
+		return err
+	}
+	if s.identities, err = s.arc.Identities(); err != nil {
+		return err
+	}
+	labels := make([]string, 0, 8)
+	for _, f := range []*family{reportsFamily, tlsReportsFamily, failureDuplicatesFamily} {
+		for key := range s.live[f] {
+			labels = splitLabels(labels, key)
+			setOf(s.reporterSets, labels[0])[labels[1]] = struct{}{}
+		}
+	}
+	for key := range s.live[domainReportsFamily] {
+		setOf(s.reporterSets, key)
+	}
+	for key := range s.live[sourcesFamily] {
+		labels = splitLabels(labels, key)
+		domain := labels[0]
+		s.sourceSeries[domain]++
+		setOf(s.sourceASNs, domain)[labels[1]] = struct{}{}
+		setOf(s.sourceCountries, domain)[labels[3]] = struct{}{}
+		setOf(s.sourceNames, domain)[labels[4]] = struct{}{}
+	}
+	return nil
+}
+
+// setOf returns the set of key in m, created when missing.
+func setOf(m map[string]map[string]struct{}, key string) map[string]struct{} {
+	set := m[key]
+	if set == nil {
+		set = map[string]struct{}{}
+		m[key] = set
+	}
+	return set
 }
 
 // SetConfig applies a reloaded configuration: domains and limits. Counted
@@ -158,10 +217,6 @@ func (s *Store) SetConfig(domains, sources []string, limits config.Limits, dedup
 	defer s.mu.Unlock()
 	s.opts.ExpectedReporters = expected
 	s.opts.FailureSamples = failureSamples
-	if over := len(s.live.samples) - failureSamples; over > 0 {
-		s.live.samples = slices.Delete(slices.Clone(s.live.samples), 0, over)
-		s.dirty = true
-	}
 	s.opts.Domains = slices.Clone(domains)
 	s.opts.Sources = slices.Clone(sources)
 	s.opts.Limits = limits
@@ -175,80 +230,113 @@ func (s *Store) SetEnricher(e *enrich.Enricher) {
 	s.opts.Enricher = e
 }
 
-// Commit writes the state file with the pending batch added, and only
-// once it is written makes the batch live: what is served has been saved.
-// When the write fails, the batch goes back to pending, the error is
-// returned and counted, and the next Commit tries again.
+// Commit writes the pending batch to the archive in one transaction, and
+// only once it is written makes the batch live: what is served has been
+// saved. When the write fails, the batch goes back to pending, the error
+// is returned and counted, and the next Commit tries again.
 func (s *Store) Commit() error {
 	s.saveMu.Lock()
 	defer s.saveMu.Unlock()
 	s.mu.Lock()
-	if s.pending.empty() && !s.dirty {
+	if s.pending.empty() {
 		s.mu.Unlock()
 		return nil
 	}
-	batch := s.pending
-	s.pending = newCounters()
-	s.committing = batch // still seen by Seen and the dedup checks
-	next := s.live.clone()
-	next.merge(batch, s.opts.FailureSamples)
-	s.expireDedup(next)
-	f := next.toFile()
-	f.Created = s.created.Unix()
+	b := s.pending
+	s.pending = newBatch()
+	s.committing = b // still seen by Seen and the dedup checks
+	ab := s.archiveBatch(b)
 	s.mu.Unlock()
 
-	err := writeState(s.path, f)
+	err := s.arc.Apply(ab)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.committing = nil
 	if err != nil {
-		batch.merge(s.pending, len(batch.samples)+len(s.pending.samples)) // older first
-		s.pending = batch
+		b.merge(s.pending) // older first
+		s.pending = b
 		s.saveErrors++
-		return fmt.Errorf("write state: %w", err)
+		return err
 	}
-	s.markFresh(s.live, batch, s.opts.Now())
-	s.live = next
-	s.dirty = false
-	s.lastSave = s.opts.Now()
+	now := s.opts.Now()
+	s.markFresh(b.totals, now)
+	s.live.merge(b.totals)
+	for k, r := range b.reporters {
+		live := s.reporters[k]
+		if live == nil {
+			live = &reporterStats{}
+			s.reporters[k] = live
+		}
+		live.add(r)
+	}
+	for k, r := range b.dns {
+		s.dns[k] = r
+	}
+	for d, sels := range b.selectors {
+		addSelectors(s.selectors, d, sels)
+	}
+	s.identities += len(b.ids)
+	s.lastSave = now
+	if now.Sub(s.lastExpiry) >= time.Hour {
+		s.lastExpiry = now
+		if _, err := s.arc.ExpireIdentities(now.Add(-s.opts.DedupRetention), s.opts.MaxDedupKeys); err != nil {
+			s.opts.Logger.Warn("expire report identities", "err", err)
+		} else if n, err := s.arc.Identities(); err == nil {
+			s.identities = n
+		}
+	}
 	return nil
 }
 
-// expireDedup forgets report identities older than the retention, and the
-// oldest beyond MaxDedupKeys. s.mu is held.
-func (s *Store) expireDedup(c *counters) {
-	cutoff := s.opts.Now().Add(-s.opts.DedupRetention).Unix()
-	for k, t := range c.dedup {
-		if t < cutoff {
-			delete(c.dedup, k)
+// archiveBatch is what the archive writes for b: b's rows, the counter
+// increments, the watchdog's new view of the reporters b touches, the
+// selectors b adds. s.mu is held.
+func (s *Store) archiveBatch(b *batch) *archive.Batch {
+	ab := &archive.Batch{Forget: b.forget, Aggregates: b.aggregates, TLS: b.tls, Failures: b.failures,
+		Totals: b.totals.byName(), DNSLog: b.dnsLog}
+	for _, in := range b.inputs {
+		ab.Inputs = append(ab.Inputs, in)
+	}
+	for id, t := range b.ids {
+		ab.Identities = append(ab.Identities, archive.Identity{ID: id, FirstSeen: time.Unix(t, 0)})
+	}
+	for k, r := range b.reporters {
+		next := reporterStats{}
+		if live := s.reporters[k]; live != nil {
+			next = *live
+		}
+		next.add(r)
+		ab.Reporters = append(ab.Reporters, archive.Reporter{Domain: k.domain, Reporter: k.reporter,
+			LastEnd: next.LastEnd, LastReceived: next.LastReceived, Ends: next.Ends})
+	}
+	for d, sels := range b.selectors {
+		trial := map[string]map[string]struct{}{d: maps.Clone(s.selectors[d])}
+		for _, sel := range addSelectors(trial, d, sels) {
+			ab.Selectors = append(ab.Selectors, archive.Selector{Domain: d, Selector: sel})
 		}
 	}
-	if over := len(c.dedup) - s.opts.MaxDedupKeys; over > 0 {
-		times := make([]int64, 0, len(c.dedup))
-		for _, t := range c.dedup {
-			times = append(times, t)
-		}
-		slices.Sort(times)
-		limit := times[over-1]
-		for k, t := range c.dedup {
-			if t <= limit && over > 0 {
-				delete(c.dedup, k)
-				over--
-			}
-		}
+	for k, r := range b.dns {
+		ab.DNS = append(ab.DNS, archive.DNSRecord{Domain: k.domain, Record: k.record, State: r.state()})
 	}
+	return ab
 }
 
-// PruneFiles forgets the read marks of the files below root that are no
+// PruneFiles forgets the read marks of the inputs below root that are no
 // longer there (moved away or deleted), given every path a full scan found.
 func (s *Store) PruneFiles(root string, present map[string]bool) {
+	prefix := strings.TrimSuffix(root, string(filepath.Separator)) + string(filepath.Separator)
+	paths, err := s.arc.InputsUnder(prefix)
+	if err != nil {
+		s.opts.Logger.Warn("prune read marks", "err", err)
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	prefix := strings.TrimSuffix(root, string(filepath.Separator)) + string(filepath.Separator)
-	for k := range s.live.files {
-		if strings.HasPrefix(k, prefix) && !present[k] {
-			delete(s.live.files, k)
-			s.dirty = true
+	for _, p := range paths {
+		if !present[p] {
+			if _, pending := s.pending.inputs[p]; !pending {
+				s.pending.forget = append(s.pending.forget, p)
+			}
 		}
 	}
 }

@@ -54,7 +54,7 @@ type watch struct {
 func (s *Store) watches(now time.Time, shown func(string) bool) []watch {
 	var out []watch
 	seen := map[reporterKey]bool{}
-	for k, r := range s.live.reporters {
+	for k, r := range s.reporters {
 		// A reporter is watched once it sent minWatched reports: one
 		// report is no habit (a backlog import brings many such).
 		if !shown(k.domain) || k.reporter == otherLabel || len(r.Ends) < minWatched && !s.expected(k) {

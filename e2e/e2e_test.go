@@ -5,6 +5,7 @@
 package e2e
 
 import (
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dmarc-exporter/dmarc-exporter/archive"
 	"github.com/dmarc-exporter/dmarc-exporter/internal/testenv"
 )
 
@@ -113,7 +115,7 @@ func TestEndToEnd(t *testing.T) {
 
 	// The clock under the test's control: Google last reported for
 	// marketdojo.com five days ago, as far as the state knows.
-	silenced := ageReporter(t, filepath.Join(state, "state.json"), "marketdojo.com", "google.com", 5*24*time.Hour)
+	silenced := ageReporter(t, filepath.Join(state, archive.FileName), "marketdojo.com", "google.com", 5*24*time.Hour)
 
 	exporterAddr = testenv.FreeAddr(t)
 	start(t, "exporter", "http://"+exporterAddr+"/-/ready",
@@ -247,34 +249,27 @@ func mailbox(t *testing.T, dir string) string {
 	return cfg
 }
 
-// ageReporter rewrites the state so that a reporter sent daily reports, the
-// newest received age ago, and returns its domain and reporter.
+// ageReporter rewrites the archive so that a reporter sent daily
+// reports, the newest received age ago, and returns its domain and
+// reporter.
 func ageReporter(t *testing.T, path, domain, reporter string, age time.Duration) [2]string {
 	t.Helper()
-	data, err := os.ReadFile(path)
+	db, err := sql.Open("sqlite", path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var state map[string]any
-	if err := json.Unmarshal(data, &state); err != nil {
+	defer db.Close()
+	// A daily reporter (three reports, a day apart), last heard of age ago.
+	last := time.Now().Add(-age)
+	ends, _ := json.Marshal([]int64{last.Add(-48 * time.Hour).Unix(), last.Add(-24 * time.Hour).Unix(), last.Unix()})
+	res, err := db.Exec("UPDATE reporters SET last_received = ?, ends = ? WHERE domain = ? AND reporter = ?",
+		last.Unix(), string(ends), domain, reporter)
+	if err != nil {
 		t.Fatal(err)
 	}
-	found := false
-	for _, r := range state["reporters"].([]any) {
-		m := r.(map[string]any)
-		if m["domain"] == domain && m["reporter"] == reporter {
-			// A daily reporter (three reports, a day apart), last heard of age ago.
-			last := time.Now().Add(-age)
-			m["last_received"] = last.Unix()
-			m["ends"] = []int64{last.Add(-48 * time.Hour).Unix(), last.Add(-24 * time.Hour).Unix(), last.Unix()}
-			found = true
-		}
+	if n, _ := res.RowsAffected(); n != 1 {
+		t.Fatalf("archive has no reporter %s for %s", reporter, domain)
 	}
-	if !found {
-		t.Fatalf("state has no reporter %s for %s", reporter, domain)
-	}
-	out, _ := json.Marshal(state)
-	write(t, path, string(out))
 	return [2]string{domain, reporter}
 }
 

@@ -107,7 +107,7 @@ func (d *Dir) scan(ctx context.Context, w *fsnotify.Watcher) (wait time.Duration
 	complete := true
 	flush := func() {
 		if err := d.sink.Commit(); err != nil {
-			d.log.Error("save state", "err", err)
+			d.log.Error("save to the archive", "err", err)
 			d.metrics.errors.WithLabelValues(d.cfg.Name).Inc()
 			return // nothing is moved before it is saved
 		}

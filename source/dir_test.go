@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/dmarc-exporter/dmarc-exporter/archive"
 	"github.com/dmarc-exporter/dmarc-exporter/collector"
 	"github.com/dmarc-exporter/dmarc-exporter/config"
 	"github.com/dmarc-exporter/dmarc-exporter/report"
@@ -21,8 +22,15 @@ const corpus = "../testdata/corpus/aggregate/"
 // testStore is a real Store in a temporary directory, with the defaults.
 func testStore(t testing.TB) *collector.Store {
 	t.Helper()
+	dir := t.TempDir()
+	arc, err := archive.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { arc.Close() })
 	store, err := collector.Open(collector.Options{
-		Dir:            t.TempDir(),
+		Archive:        arc,
+		Dir:            dir,
 		Limits:         config.Default().Limits,
 		DedupRetention: 24 * time.Hour,
 		ReportLimits:   report.DefaultLimits(),

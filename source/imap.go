@@ -47,10 +47,10 @@ const (
 	minSession = time.Minute
 )
 
-// IMAP reads a mailbox. A message is read when the state file has no mark
+// IMAP reads a mailbox. A message is read when the archive has no mark
 // for it, not when it lacks \Seen: \Seen is shared with people and other
 // clients, so a message opened in a mail client before the exporter ran
-// would be lost, while the state file is the exporter's alone, and report
+// would be lost, while the archive is the exporter's alone, and report
 // dedup makes a second reading harmless. After a message's reports are
 // saved, it is moved to the archive folder, or to the invalid folder when
 // it holds no usable report; without folders it is flagged \Seen.
@@ -95,7 +95,7 @@ var errNoAnswer = errors.New("no answer from the server in time")
 // the next one logs in with a fresh token; it is not a failure.
 var errReauth = errors.New("access token expiring: logging in again")
 
-// localError is a failure on this side (the state file could not be
+// localError is a failure on this side (the archive could not be
 // saved): not counted as a connection error.
 type localError struct{ err error }
 
@@ -388,7 +388,7 @@ func (s *IMAP) search(c *imapclient.Client, criteria *imap.SearchCriteria) ([]im
 	return found.AllUIDs(), nil
 }
 
-// sync reads every message of the folder that the state file has no mark
+// sync reads every message of the folder that the archive has no mark
 // for, in batches, and finishes the moves of those read before.
 func (s *IMAP) sync(ctx context.Context, c *imapclient.Client, f folderNames, uidValidity uint32) error {
 	root := "imap://" + s.cfg.Name
@@ -423,7 +423,7 @@ func (s *IMAP) sync(ctx context.Context, c *imapclient.Client, f folderNames, ui
 		// before anything is moved.
 		if err := s.sink.Commit(); err != nil {
 			s.metrics.errors.WithLabelValues(s.cfg.Name).Inc()
-			return &localError{fmt.Errorf("save state: %w", err)}
+			return &localError{fmt.Errorf("save to the archive: %w", err)}
 		}
 		if err := s.finish(c, f, saved, savedBad, path); err != nil {
 			return err
@@ -565,7 +565,7 @@ func (s *IMAP) batch(c *imapclient.Client, f folderNames, msgs []message) error 
 	}
 	if err := s.sink.Commit(); err != nil {
 		s.metrics.errors.WithLabelValues(s.cfg.Name).Inc()
-		return &localError{fmt.Errorf("save state: %w", err)} // nothing is moved before it is saved
+		return &localError{fmt.Errorf("save to the archive: %w", err)} // nothing is moved before it is saved
 	}
 	path := func(uid imap.UID) string { return byUID[uid].path }
 	if err := s.dispose(c, good, f.archive, "archive", path); err != nil {

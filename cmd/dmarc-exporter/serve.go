@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
 
+	"github.com/dmarc-exporter/dmarc-exporter/archive"
 	"github.com/dmarc-exporter/dmarc-exporter/collector"
 	"github.com/dmarc-exporter/dmarc-exporter/config"
 	"github.com/dmarc-exporter/dmarc-exporter/dnsmon"
@@ -57,7 +58,7 @@ func newServeCmd(app *kingpin.Application) *serveCmd {
 	c.configCheck = app.Flag("config.check", "Check the configuration and exit.").Bool()
 	c.sourceDirs = app.Flag("source.dir", "Read reports from this directory (repeatable), besides those of the configuration.").Strings()
 	c.domains = app.Flag("domain", "Count reports for this domain and its subdomains (repeatable), besides those of the configuration.").Strings()
-	c.storagePath = app.Flag("storage.path", "Directory of the state file.").Default("data").String()
+	c.storagePath = app.Flag("storage.path", "Directory of the archive (dmarc.db).").Default("data").String()
 	c.telemetryPath = app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").String()
 	c.newSeriesDelay = app.Flag("metrics.new-series-delay", "Serve a new counter series at 0 this long before its value, so that increase() counts its first report; at least the scrape interval.").Default("2m").Duration()
 	c.asnDatabase = app.Flag("senders.asn-database", "MaxMind-format ASN database (GeoLite2-ASN, DB-IP ASN Lite, IPinfo Lite), instead of senders.asn_database.").String()
@@ -133,7 +134,14 @@ func (c *serveCmd) run(resolvers []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	databases.Set(dbs)
+	arc, err := archive.Open(*c.storagePath)
+	if err != nil {
+		logger.Error("open archive", "err", err)
+		return 1
+	}
+	defer arc.Close()
 	store, err := collector.Open(collector.Options{
+		Archive:           arc,
 		Dir:               *c.storagePath,
 		Domains:           cfg.Domains,
 		Sources:           cfg.SourceNames(),
@@ -147,7 +155,7 @@ func (c *serveCmd) run(resolvers []string, stdout, stderr io.Writer) int {
 		Logger:            logger,
 	})
 	if err != nil {
-		logger.Error("open state", "err", err)
+		logger.Error("open archive", "err", err)
 		return 1
 	}
 	// The store is served by collector.Handler, after the registry.
@@ -254,7 +262,7 @@ func (c *serveCmd) run(resolvers []string, stdout, stderr io.Writer) int {
 	_ = server.Shutdown(shutdownCtx)
 	sources.stop()
 	if err := store.Commit(); err != nil {
-		logger.Error("save state", "err", err)
+		logger.Error("save to the archive", "err", err)
 		status = 1
 	}
 	return status

@@ -1,0 +1,223 @@
+// Package archive keeps every report the exporter reads, and everything it
+// knows besides, in one SQLite database (<storage.path>/dmarc.db): the
+// reports and their records, the inputs they came from, the counter
+// totals served on /metrics, the watchdog's and the DNS monitor's state.
+// It is the single source of truth: a start loads the totals from it, and
+// nothing else is saved anywhere.
+//
+// What one input (a file, a mail) brings is written in one transaction
+// with the input's mark, by Apply: after a crash at any moment, an input
+// is in the archive entirely or not at all, so that a restart neither
+// loses a report nor counts one twice. Sources move an input aside only
+// after Apply returned.
+//
+// The database is in WAL mode, so that readers (/metrics, the API) never
+// wait for a write; commits are synchronous (synchronous=FULL), since a
+// file is moved away once its transaction returns. The schema is created
+// and upgraded by the numbered migrations embedded from migrations/.
+package archive
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite" // the pure Go SQLite driver: the binary stays static
+)
+
+// FileName is the database's name under the storage path.
+const FileName = "dmarc.db"
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// Archive is an open archive.
+type Archive struct {
+	path string
+	// w is the one writing connection; r a pool of readers, which WAL
+	// lets read while w writes.
+	w, r *sql.DB
+}
+
+// Open opens the archive under dir, creating dir and the database when
+// they do not exist, and applies the migrations it lacks.
+func Open(dir string) (*Archive, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("archive: %w", err)
+	}
+	path := filepath.Join(dir, FileName)
+	a, err := openPath(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.migrate(context.Background(), len(migrations())); err != nil {
+		a.Close()
+		return nil, fmt.Errorf("archive %s: %w", path, err)
+	}
+	return a, nil
+}
+
+func openPath(path string) (*Archive, error) {
+	dsn := func(readOnly bool) string {
+		q := url.Values{}
+		for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "foreign_keys(1)", "busy_timeout(10000)"} {
+			q.Add("_pragma", p)
+		}
+		if readOnly {
+			q.Add("_pragma", "query_only(1)")
+		}
+		q.Set("_txlock", "immediate")
+		return "file:" + path + "?" + q.Encode()
+	}
+	w, err := sql.Open("sqlite", dsn(false))
+	if err != nil {
+		return nil, fmt.Errorf("archive %s: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetConnMaxIdleTime(0)
+	if err := w.Ping(); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("archive %s: %w", path, err)
+	}
+	r, err := sql.Open("sqlite", dsn(true))
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("archive %s: %w", path, err)
+	}
+	r.SetMaxOpenConns(4)
+	return &Archive{path: path, w: w, r: r}, nil
+}
+
+// Path is the database file.
+func (a *Archive) Path() string { return a.path }
+
+// Close closes the database.
+func (a *Archive) Close() error {
+	return errors.Join(a.r.Close(), a.w.Close())
+}
+
+// migration is one numbered step of the schema.
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+// migrations are the embedded migrations, in order: NNNN_name.sql, numbered
+// from 1 without gaps.
+func migrations() []migration {
+	entries, err := fs.ReadDir(migrationFiles, "migrations")
+	if err != nil {
+		panic(err) // embedded at build time
+	}
+	var out []migration
+	for _, e := range entries {
+		num, _, _ := strings.Cut(e.Name(), "_")
+		v, err := strconv.Atoi(num)
+		if err != nil || v != len(out)+1 {
+			panic("archive: migration " + e.Name() + " out of sequence")
+		}
+		data, err := migrationFiles.ReadFile("migrations/" + e.Name())
+		if err != nil {
+			panic(err)
+		}
+		out = append(out, migration{version: v, name: e.Name(), sql: string(data)})
+	}
+	return out
+}
+
+// SchemaVersion is the schema version this build writes.
+func SchemaVersion() int { return len(migrations()) }
+
+// migrate brings the schema up to version target, one transaction per
+// migration; PRAGMA user_version holds the version applied.
+func (a *Archive) migrate(ctx context.Context, target int) error {
+	var have int
+	if err := a.w.QueryRowContext(ctx, "PRAGMA user_version").Scan(&have); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	all := migrations()
+	if have > len(all) {
+		return fmt.Errorf("schema version %d is newer than this build's (%d): use a newer dmarc-exporter", have, len(all))
+	}
+	for _, m := range all[have:target] {
+		tx, err := a.w.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migration %s: %w", m.name, err)
+		}
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", m.version)); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migration %s: %w", m.name, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("migration %s: %w", m.name, err)
+		}
+	}
+	return nil
+}
+
+// Meta returns the value of a meta key, "" when unset.
+func (a *Archive) Meta(key string) (string, error) {
+	var v string
+	err := a.r.QueryRow("SELECT value FROM meta WHERE key = ?", key).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	return v, err
+}
+
+// SetMeta sets a meta key.
+func (a *Archive) SetMeta(key, value string) error {
+	_, err := a.w.Exec("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value", key, value)
+	return err
+}
+
+// Created is when the archive began (the watchdog's grace period for
+// expected reporters starts there); it is set to now on first use.
+func (a *Archive) Created(now time.Time) (time.Time, error) {
+	v, err := a.Meta("created")
+	if err != nil {
+		return time.Time{}, err
+	}
+	if v != "" {
+		sec, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("meta created: %w", err)
+		}
+		return time.Unix(sec, 0), nil
+	}
+	return now, a.SetMeta("created", strconv.FormatInt(now.Unix(), 10))
+}
+
+// Tables lists the archive's tables, sorted.
+func (a *Archive) Tables() ([]string, error) {
+	rows, err := a.r.Query("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out, rows.Err()
+}

@@ -1,0 +1,158 @@
+package archive
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dmarc-exporter/dmarc-exporter/report"
+)
+
+func openTest(t *testing.T, dir string) *Archive {
+	t.Helper()
+	a, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	return a
+}
+
+// TestMigrations: an archive at every earlier schema version, holding
+// data, is brought to the latest; a newer archive is refused.
+func TestMigrations(t *testing.T) {
+	for from := 0; from < SchemaVersion(); from++ {
+		dir := t.TempDir()
+		a, err := openPath(filepath.Join(dir, FileName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.migrate(context.Background(), from); err != nil {
+			t.Fatalf("to version %d: %v", from, err)
+		}
+		if from >= 1 {
+			if err := a.Apply(testBatch("r1")); err != nil {
+				t.Fatalf("version %d: %v", from, err)
+			}
+		}
+		a.Close()
+
+		a = openTest(t, dir)
+		var version int
+		a.r.QueryRow("PRAGMA user_version").Scan(&version)
+		if version != SchemaVersion() {
+			t.Errorf("from %d: schema version %d, want %d", from, version, SchemaVersion())
+		}
+		var check string
+		if err := a.r.QueryRow("PRAGMA integrity_check").Scan(&check); err != nil || check != "ok" {
+			t.Errorf("from %d: integrity check %q %v", from, check, err)
+		}
+		if from >= 1 {
+			if known, _ := a.Known("r1"); !known {
+				t.Errorf("from %d: a report identity was lost", from)
+			}
+		}
+		a.Close()
+	}
+
+	// Opening twice changes nothing; a newer schema is refused.
+	dir := t.TempDir()
+	openTest(t, dir).Close()
+	a := openTest(t, dir)
+	if _, err := a.w.Exec("PRAGMA user_version = 999"); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	if _, err := Open(dir); err == nil || !strings.Contains(err.Error(), "newer than this build") {
+		t.Fatalf("an archive of a newer version: %v", err)
+	}
+}
+
+func testBatch(id string) *Batch {
+	pct := 100
+	rec := &report.Record{SourceIP: netip.MustParseAddr("192.0.2.1"), Count: 3, Disposition: report.DispositionNone,
+		DKIM: report.DMARCPass, SPF: report.DMARCFail, HeaderFrom: "example.com",
+		DKIMResults: []report.DKIMAuth{{Domain: "example.com", Selector: "s1", Result: "pass"}, {Domain: "esp.test", Selector: "x", Result: "pass"}},
+		SPFResults:  []report.SPFAuth{{Domain: "bounce.esp.test", Scope: "mfrom", Result: "pass"}}}
+	bad := &report.Record{Problem: "source_ip missing"}
+	return &Batch{
+		Inputs:     []Input{{Path: "/in/" + id, Source: "src", Mark: "1:2", Read: time.Unix(1700000000, 0)}},
+		Identities: []Identity{{ID: id, FirstSeen: time.Unix(1700000000, 0)}},
+		Aggregates: []*Aggregate{{Identity: id, Domain: "example.com", Reporter: "google.com",
+			Header: &report.Aggregate{Metadata: report.Metadata{OrgName: "google.com", ReportID: id,
+				Begin: time.Unix(1699920000, 0), End: time.Unix(1700006399, 0)},
+				Policy: report.PolicyPublished{Domain: "example.com", P: "reject", Pct: &pct}},
+			Records: []Record{{Record: rec, DMARC: "pass", Source: SourceIdentity{ASN: 15169, Org: "GOOGLE", Class: "authorized"}},
+				{Record: bad, DMARC: "fail"}},
+			RecordCount: 2, InvalidRecords: 1, Messages: 3, Source: "src", Input: "/in/" + id, Received: time.Unix(1700000000, 0)}},
+		Totals: map[string]map[string]uint64{"dmarc_reports_total": {"example.com" + LabelSep + "google.com": 1}},
+	}
+}
+
+// TestApply: a batch is written whole, counters add up, and a batch that
+// fails halfway leaves nothing behind.
+func TestApply(t *testing.T) {
+	a := openTest(t, t.TempDir())
+	if err := a.Apply(testBatch("r1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Apply(testBatch("r2")); err != nil {
+		t.Fatal(err)
+	}
+	for table, want := range map[string]int{"aggregate_reports": 2, "aggregate_records": 4, "record_dkim": 4, "record_spf": 2,
+		"inputs": 2, "report_identities": 2} {
+		var n int
+		a.r.QueryRow("SELECT count(*) FROM " + table).Scan(&n)
+		if n != want {
+			t.Errorf("%s: %d rows, want %d", table, n, want)
+		}
+	}
+	var got []string
+	a.Totals(func(family, labels string, v uint64) {
+		got = append(got, family+" "+strings.ReplaceAll(labels, LabelSep, ",")+" "+strings.Repeat("I", int(v)))
+	})
+	if want := []string{"dmarc_reports_total example.com,google.com II"}; !slices.Equal(got, want) {
+		t.Errorf("totals %q, want %q", got, want)
+	}
+
+	// The same report again fails on its identity: nothing of the batch,
+	// its input mark included, is written.
+	b := testBatch("r1")
+	b.Inputs[0].Path = "/in/again"
+	b.Identities = nil
+	if err := a.Apply(b); err == nil {
+		t.Fatal("a report written twice")
+	}
+	if _, ok, _ := a.Input("/in/again"); ok {
+		t.Error("the mark of a failed batch was written")
+	}
+	var total int
+	a.r.QueryRow("SELECT value FROM totals").Scan(&total)
+	if total != 2 {
+		t.Errorf("totals %d after a failed batch, want 2", total)
+	}
+
+	// Deleting a report deletes its records and their results.
+	if _, err := a.w.Exec("DELETE FROM aggregate_reports WHERE identity = 'r1'"); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	a.r.QueryRow("SELECT count(*) FROM record_dkim").Scan(&n)
+	if n != 2 {
+		t.Errorf("%d DKIM results left after deleting one of two reports, want 2", n)
+	}
+}
+
+// TestReadOnlyDirectory: an archive that cannot be created says where.
+func TestReadOnlyDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(dir, nil, 0o644)
+	if _, err := Open(dir); err == nil || !strings.Contains(err.Error(), dir) {
+		t.Fatalf("archive under a file: %v", err)
+	}
+}
