@@ -120,21 +120,36 @@ func TestApply(t *testing.T) {
 		t.Errorf("totals %q, want %q", got, want)
 	}
 
-	// The same report again fails on its identity: nothing of the batch,
-	// its input mark included, is written.
-	b := testBatch("r1")
-	b.Inputs[0].Path = "/in/again"
-	b.Identities = nil
-	if err := a.Apply(b); err == nil {
-		t.Fatal("a report written twice")
+	// A batch that fails halfway (its second record, as a full disk
+	// would) writes nothing: not its report, its totals or its mark.
+	if _, err := a.w.Exec("CREATE TRIGGER fail BEFORE INSERT ON aggregate_records WHEN NEW.n = 1 BEGIN SELECT RAISE(ABORT, 'disk full'); END"); err != nil {
+		t.Fatal(err)
 	}
-	if _, ok, _ := a.Input("/in/again"); ok {
+	if err := a.Apply(testBatch("r3")); err == nil || !strings.Contains(err.Error(), "disk full") {
+		t.Fatalf("a failing batch: %v", err)
+	}
+	a.w.Exec("DROP TRIGGER fail")
+	if _, ok, _ := a.Input("/in/r3"); ok {
 		t.Error("the mark of a failed batch was written")
 	}
-	var total int
+	if known, _ := a.Known("r3"); known {
+		t.Error("the identity of a failed batch was written")
+	}
+	var total, reports int
 	a.r.QueryRow("SELECT value FROM totals").Scan(&total)
-	if total != 2 {
-		t.Errorf("totals %d after a failed batch, want 2", total)
+	a.r.QueryRow("SELECT count(*) FROM aggregate_reports").Scan(&reports)
+	if total != 2 || reports != 2 {
+		t.Errorf("totals %d and %d reports after a failed batch, want 2 and 2", total, reports)
+	}
+
+	// A report counted again once its identity was forgotten replaces
+	// its earlier copy.
+	if err := a.Apply(testBatch("r1")); err != nil {
+		t.Fatal(err)
+	}
+	a.r.QueryRow("SELECT count(*) FROM aggregate_reports").Scan(&reports)
+	if reports != 2 {
+		t.Errorf("%d reports after one was counted again, want 2", reports)
 	}
 
 	// Deleting a report deletes its records and their results.

@@ -223,6 +223,9 @@ func apply(ctx context.Context, tx *sql.Tx, b *Batch) error {
 			}
 			redacted = string(data)
 		}
+		if err := replaced(ctx, s, "failure_reports", f.Identity); err != nil {
+			return err
+		}
 		if _, err := s.exec(ctx, `INSERT INTO failure_reports (identity, domain, reporter, auth_failure, delivery_result, source, input, received, redacted)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, f.Identity, f.Domain, f.Reporter, f.AuthFailure, f.DeliveryResult,
 			f.Source, f.Input, f.Received.Unix(), redacted); err != nil {
@@ -278,7 +281,18 @@ func jsonText[T any](v []T) string {
 	return string(data)
 }
 
+// replaced deletes the earlier copy of a report counted again because its
+// identity was forgotten (state.dedup_retention shorter than
+// archive.retention): the archive keeps the copy that was counted last.
+func replaced(ctx context.Context, s *stmts, table, identity string) error {
+	_, err := s.exec(ctx, "DELETE FROM "+table+" WHERE identity = ?", identity)
+	return err
+}
+
 func insertAggregate(ctx context.Context, s *stmts, r *Aggregate) error {
+	if err := replaced(ctx, s, "aggregate_reports", r.Identity); err != nil {
+		return err
+	}
 	h := r.Header
 	var pct any
 	if h.Policy.Pct != nil {
@@ -330,6 +344,9 @@ func insertAggregate(ctx context.Context, s *stmts, r *Aggregate) error {
 }
 
 func insertTLS(ctx context.Context, s *stmts, r *TLS) error {
+	if err := replaced(ctx, s, "tls_reports", r.Identity); err != nil {
+		return err
+	}
 	t := r.Report
 	res, err := s.exec(ctx, `INSERT INTO tls_reports (identity, reporter, org_name, contact_info, report_id, begin_time, end_time, source, input, received)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, r.Identity, r.Reporter, t.OrganizationName, t.ContactInfo, t.ReportID,

@@ -604,3 +604,46 @@ func TestNoEnrichmentForUncounted(t *testing.T) {
 		t.Errorf("%v lookups for a domain not monitored", n)
 	}
 }
+
+// TestRetention: reports past the retention leave the archive with their
+// records; the counters stay, and a second delivery of an expired report
+// is still a duplicate while its identity is remembered.
+func TestRetention(t *testing.T) {
+	dir := t.TempDir()
+	s := testStore(t, dir, "example.com")
+	old := genReport("a@google.com", "example.com", "old", testNow.Add(-500*24*time.Hour), 3, 4)
+	recent := genReport("a@google.com", "example.com", "recent", testNow.Add(-48*time.Hour), 5)
+	for i, data := range [][]byte{old, recent} {
+		if err := s.IngestFile("src", fmt.Sprint(i), "m", bytes.NewReader(data)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	before := testutil.ToFloat64(collectOne(t, s, "dmarc_reports_total", "example.com", "google.com"))
+	n, err := s.arc.Expire(t.Context(), testNow.Add(-400*24*time.Hour))
+	if err != nil || n != 1 {
+		t.Fatalf("expired %d reports (%v), want 1", n, err)
+	}
+	st, err := s.arc.Stats(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Rows["aggregate_reports"] != 1 || st.Rows["aggregate_records"] != 1 {
+		t.Errorf("%d reports and %d records left, want the recent report's 1 and 1", st.Rows["aggregate_reports"], st.Rows["aggregate_records"])
+	}
+	if err := s.IngestFile("src", "again", "m", bytes.NewReader(old)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := testStore(t, dir, "example.com")
+	if after := testutil.ToFloat64(collectOne(t, s2, "dmarc_reports_total", "example.com", "google.com")); after != before || before != 2 {
+		t.Errorf("dmarc_reports_total %v before retention, %v after and a second delivery, want 2 and 2", before, after)
+	}
+	if dups := testutil.ToFloat64(collectOne(t, s2, "dmarc_reports_duplicate_total", "example.com", "google.com")); dups != 1 {
+		t.Errorf("a second delivery of an expired report: %v duplicates, want 1", dups)
+	}
+}

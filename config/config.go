@@ -30,6 +30,8 @@ type Config struct {
 	IMAP   []IMAP `yaml:"imap"`
 	Limits Limits `yaml:"limits"`
 	State  State  `yaml:"state"`
+	// Archive configures what the archive keeps and for how long.
+	Archive Archive `yaml:"archive"`
 	// FailureSamples is how many recent failure reports, redacted (no
 	// local parts of addresses, no subject), are kept and served on
 	// /failure-samples. 0, the default, keeps none.
@@ -84,7 +86,15 @@ type Limits struct {
 	SourcesPerDomain int `yaml:"sources_per_domain"`
 }
 
-// State configures what the state file keeps.
+// Archive configures what the archive keeps.
+type Archive struct {
+	// Retention is how long reports and their records are kept, from the
+	// end of their date range (failure reports: from when they were
+	// received). The counters are not touched by retention.
+	Retention Duration `yaml:"retention"`
+}
+
+// State configures what is remembered to refuse duplicates.
 type State struct {
 	// DedupRetention is how long a report's identity is remembered to
 	// refuse a second delivery of it.
@@ -123,6 +133,7 @@ const (
 	DefaultLabelLength        = 64
 	DefaultSourcesPerDomain   = 100
 	DefaultDedupRetention     = Duration(800 * 24 * time.Hour)
+	DefaultArchiveRetention   = Duration(400 * 24 * time.Hour)
 	MaxFailureSamples         = 1000
 	DefaultDNSInterval        = Duration(time.Hour)
 )
@@ -153,6 +164,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.State.DedupRetention == 0 {
 		c.State.DedupRetention = DefaultDedupRetention
+	}
+	if c.Archive.Retention == 0 {
+		c.Archive.Retention = DefaultArchiveRetention
 	}
 	for i := range c.Directories {
 		d := &c.Directories[i]
@@ -276,6 +290,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("limits.label_length must be at least 16")
 	case time.Duration(c.State.DedupRetention) < 24*time.Hour:
 		return fmt.Errorf("state.dedup_retention must be at least 1d")
+	case time.Duration(c.Archive.Retention) < 24*time.Hour:
+		return fmt.Errorf("archive.retention must be at least 1d")
 	case *c.DNS.Interval != 0 && time.Duration(*c.DNS.Interval) < time.Minute:
 		return fmt.Errorf("dns.interval must be 0 (off) or at least 1m")
 	case c.FailureSamples < 0 || c.FailureSamples > MaxFailureSamples:

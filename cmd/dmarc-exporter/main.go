@@ -5,6 +5,7 @@
 //	serve (default)  read reports from the configured sources, serve /metrics
 //	parse FILE...    print every report found in the files as NDJSON
 //	check DOMAIN...  check a domain's DMARC and SPF records
+//	archive stats|check|vacuum  look after the archive
 package main
 
 import (
@@ -31,6 +32,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	serve := newServeCmd(app)
 	parse := newParseCmd(app)
 	check := newCheckCmd(app)
+	arc := newArchiveCmd(app)
 
 	cmd, err := app.Parse(args)
 	if err != nil {
@@ -42,6 +44,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return parse.run(*resolvers, stdout, stderr)
 	case check.cmd.FullCommand():
 		return check.run(*resolvers, stdout, stderr)
+	case arc.stats.FullCommand(), arc.check.FullCommand(), arc.vacuum.FullCommand():
+		return arc.run(cmd, *serve.storagePath, stdout, stderr)
 	case serve.cmd.FullCommand():
 		return serve.run(*resolvers, stdout, stderr)
 	}

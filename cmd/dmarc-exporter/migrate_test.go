@@ -112,4 +112,3 @@ func writeRecentState(t *testing.T, from, to string) {
 		t.Fatal(err)
 	}
 }
-

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/common/promslog"
 	promslogflag "github.com/prometheus/common/promslog/flag"
 	"github.com/prometheus/common/version"
@@ -173,7 +174,7 @@ func (c *serveCmd) run(resolvers []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	sources := &sourceRunner{store: store, metrics: source.NewMetrics(reg), log: logger, resolver: resolver}
+	sources := &sourceRunner{store: store, arc: arc, metrics: source.NewMetrics(reg), log: logger, resolver: resolver}
 	sources.start(ctx, cfg)
 
 	var reloadMu sync.Mutex
@@ -272,6 +273,7 @@ func (c *serveCmd) run(resolvers []string, stdout, stderr io.Writer) int {
 // replaces those of the previous one.
 type sourceRunner struct {
 	store    *collector.Store
+	arc      *archive.Archive
 	metrics  *source.Metrics
 	log      *slog.Logger
 	resolver *dnsmon.Resolver // nil: no DNS monitor
@@ -286,6 +288,11 @@ func (r *sourceRunner) start(ctx context.Context, cfg *config.Config) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	ctx, r.cancel = context.WithCancel(ctx)
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		expire(ctx, r.arc, time.Duration(cfg.Archive.Retention), r.log)
+	}()
 	if r.resolver != nil && len(cfg.Domains) > 0 && *cfg.DNS.Interval > 0 {
 		mon := &dnsmon.Monitor{Resolver: r.resolver, Sink: r.store, Domains: cfg.Domains,
 			Selectors: cfg.DNS.DKIMSelectors, Interval: time.Duration(*cfg.DNS.Interval), Log: r.log}
@@ -324,4 +331,26 @@ func (r *sourceRunner) stop() {
 		cancel()
 	}
 	r.wg.Wait()
+}
+
+// expireEvery is how often reports past archive.retention are deleted.
+const expireEvery = time.Hour
+
+// expire deletes the reports past the retention from the archive, at start
+// and every expireEvery, until ctx is done.
+func expire(ctx context.Context, arc *archive.Archive, retention time.Duration, log *slog.Logger) {
+	for {
+		n, err := arc.Expire(ctx, time.Now().Add(-retention))
+		switch {
+		case err != nil && ctx.Err() == nil:
+			log.Error("archive retention", "err", err)
+		case n > 0:
+			log.Info("archive retention: reports deleted", "reports", n, "retention", model.Duration(retention))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(expireEvery):
+		}
+	}
 }
