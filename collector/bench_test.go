@@ -3,7 +3,6 @@ package collector
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http/httptest"
 	"os"
@@ -75,28 +74,49 @@ func storeWithSeries(b *testing.B, n int) (*Store, uint64) {
 	return s, after.HeapAlloc - before.HeapAlloc
 }
 
-// BenchmarkScrape serves /metrics from a store of 10k, 100k and 1M series.
+// BenchmarkScrape serves /metrics from a store of 10k, 100k and 1M series,
+// in plain text and as Prometheus asks (OpenMetrics, gzip).
 func BenchmarkScrape(b *testing.B) {
 	for _, n := range []int{10_000, 100_000, 1_000_000} {
-		b.Run(fmt.Sprintf("%dk", n/1000), func(b *testing.B) {
-			s, heap := storeWithSeries(b, n)
-			h := Handler(prometheus.NewRegistry(), s, slog.New(slog.DiscardHandler))
-			for b.Loop() {
-				rec := httptest.NewRecorder()
-				rec.Body = nil
-				w := &discardWriter{ResponseRecorder: rec}
-				h.ServeHTTP(w, httptest.NewRequest("GET", "/metrics", nil))
-				if rec.Code != 200 {
-					b.Fatalf("status %d", rec.Code)
-				}
+		for _, prom := range []bool{false, true} {
+			name := fmt.Sprintf("%dk", n/1000)
+			if prom {
+				name += "-openmetrics-gzip"
 			}
-			b.ReportMetric(float64(heap)/float64(n), "heap-bytes/series")
-			b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/scrape")
-		})
+			b.Run(name, func(b *testing.B) {
+				s, heap := storeWithSeries(b, n)
+				h := Handler(prometheus.NewRegistry(), s, slog.New(slog.DiscardHandler))
+				sent := 0
+				for b.Loop() {
+					rec := httptest.NewRecorder()
+					rec.Body = nil
+					w := &discardWriter{ResponseRecorder: rec}
+					req := httptest.NewRequest("GET", "/metrics", nil)
+					if prom {
+						req.Header.Set("Accept", "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3")
+						req.Header.Set("Accept-Encoding", "gzip")
+					}
+					h.ServeHTTP(w, req)
+					if rec.Code != 200 {
+						b.Fatalf("status %d", rec.Code)
+					}
+					sent = w.n
+				}
+				b.ReportMetric(float64(heap)/float64(n), "heap-bytes/series")
+				b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/scrape")
+				b.ReportMetric(float64(sent), "bytes-sent")
+			})
+		}
 	}
 }
 
-// discardWriter is a ResponseRecorder that does not keep the body.
-type discardWriter struct{ *httptest.ResponseRecorder }
+// discardWriter is a ResponseRecorder that counts the body and drops it.
+type discardWriter struct {
+	*httptest.ResponseRecorder
+	n int
+}
 
-func (d *discardWriter) Write(p []byte) (int, error) { return io.Discard.Write(p) }
+func (d *discardWriter) Write(p []byte) (int, error) {
+	d.n += len(p)
+	return len(p), nil
+}

@@ -266,10 +266,15 @@ func (s *Store) Collect(ch chan<- prometheus.Metric) {
 // WriteText writes the Store's metrics in the Prometheus text exposition
 // format (version 0.0.4). It is what /metrics serves for the Store, after
 // the rest of the registry.
+func (s *Store) WriteText(w io.Writer) error { return s.writeText(w, false) }
+
+// writeText writes the text format, or with openMetrics the families of
+// OpenMetrics 1.0 (a counter's family is named without _total; the caller
+// writes the final # EOF).
 //
 // The text is rendered into memory under the read lock and written after
 // it is released, so that a slow scraper does not hold up ingestion.
-func (s *Store) WriteText(w io.Writer) error {
+func (s *Store) writeText(w io.Writer, openMetrics bool) error {
 	var buf bytes.Buffer
 	buf.Grow(int(s.lastTextSize.Load()) + 4096) // one allocation, not a doubling series
 	var line []byte
@@ -280,11 +285,17 @@ func (s *Store) WriteText(w io.Writer) error {
 			current = f
 			if !seen[f] {
 				seen[f] = true
-				typ := "gauge"
+				typ, name, help := "gauge", f.name, escapeHelp(f.help)
 				if f.counter {
 					typ = "counter"
 				}
-				buf.WriteString("# HELP " + f.name + " " + escapeHelp(f.help) + "\n# TYPE " + f.name + " " + typ + "\n")
+				if openMetrics {
+					help = strings.ReplaceAll(help, `"`, `\"`)
+					if f.counter {
+						name = strings.TrimSuffix(name, "_total")
+					}
+				}
+				buf.WriteString("# HELP " + name + " " + help + "\n# TYPE " + name + " " + typ + "\n")
 			}
 		}
 		line = append(line[:0], f.name...)
