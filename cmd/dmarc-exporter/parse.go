@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,6 +30,7 @@ type parseCmd struct {
 	configFile *string
 	asnDB      *string
 	countryDB  *string
+	format     *string
 	stderr     io.Writer
 }
 
@@ -39,6 +41,8 @@ func newParseCmd(app *kingpin.Application) *parseCmd {
 	c.configFile = c.cmd.Flag("config", "With --enrich: the exporter's configuration file, for its senders section (databases, trust).").String()
 	c.asnDB = c.cmd.Flag("asn-database", "With --enrich: a MaxMind-format ASN database.").String()
 	c.countryDB = c.cmd.Flag("country-database", "With --enrich: a MaxMind-format country database.").String()
+	c.format = c.cmd.Flag("format", "json: one JSON object per report, with its records; summary: one tab-separated line per report (input, kind, reporter, report id, domain, begin, end, totals).").
+		Default("json").Enum("json", "summary")
 	return c
 }
 
@@ -78,9 +82,12 @@ func (c *parseCmd) run(resolvers []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
+	out := bufio.NewWriterSize(stdout, 1<<20)
+	defer out.Flush()
 	for _, arg := range *c.files {
 		err := forEachFile(arg, func(name string) {
-			if err := parseFile(name, lim, enr, stdout); err != nil {
+			if err := parseFile(name, lim, enr, *c.format == "summary", out); err != nil {
+				out.Flush() // the lines of the files before, then the error
 				fmt.Fprintf(stderr, "%s: %v\n", name, err)
 				status = 1
 			}
@@ -117,7 +124,7 @@ func forEachFile(name string, fn func(string)) error {
 
 // parseFile writes the NDJSON lines of one file to out, or nothing and an
 // error.
-func parseFile(name string, lim report.Limits, enr *enrich.Enricher, out io.Writer) error {
+func parseFile(name string, lim report.Limits, enr *enrich.Enricher, summary bool, out io.Writer) error {
 	f, err := os.Open(name)
 	if err != nil {
 		return err
@@ -126,6 +133,15 @@ func parseFile(name string, lim report.Limits, enr *enrich.Enricher, out io.Writ
 	buf := newSpillBuffer(8 << 20)
 	defer buf.Close()
 	err = report.Walk(f, lim, func(doc report.Document) error {
+		if summary {
+			switch doc.Kind {
+			case report.KindSMTPTLS:
+				return summarizeTLS(buf, name, doc, lim)
+			case report.KindFailure:
+				return summarizeFailure(buf, name, doc, lim)
+			}
+			return summarizeAggregate(buf, name, doc, lim)
+		}
 		switch doc.Kind {
 		case report.KindSMTPTLS:
 			return writeTLS(buf, name, doc, lim)
@@ -356,6 +372,7 @@ type spillBuffer struct {
 	mem  []byte
 	max  int
 	file *os.File
+	w    *bufio.Writer // writes to file in large blocks, not a call per record
 	err  error
 }
 
@@ -374,12 +391,13 @@ func (b *spillBuffer) Write(p []byte) (int, error) {
 			return 0, b.err
 		}
 		os.Remove(b.file.Name()) // unlinked: gone when closed
-		if _, b.err = b.file.Write(b.mem); b.err != nil {
+		b.w = bufio.NewWriterSize(b.file, 1<<20)
+		if _, b.err = b.w.Write(b.mem); b.err != nil {
 			return 0, b.err
 		}
 		b.mem = nil
 	}
-	n, err := b.file.Write(p)
+	n, err := b.w.Write(p)
 	b.err = err
 	return n, err
 }
@@ -391,6 +409,9 @@ func (b *spillBuffer) CopyTo(w io.Writer) error {
 	}
 	if b.file == nil {
 		_, err := w.Write(b.mem)
+		return err
+	}
+	if err := b.w.Flush(); err != nil {
 		return err
 	}
 	if _, err := b.file.Seek(0, io.SeekStart); err != nil {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -211,5 +212,38 @@ func TestParseDirectory(t *testing.T) {
 	// Multi-report zips print several lines; every file either printed or failed.
 	if failed == 0 || len(reports) < len(files)-failed {
 		t.Errorf("%d reports and %d failures for %d files", len(reports), failed, len(files))
+	}
+}
+
+// TestParseSummary: --format=summary prints one line per report with the
+// totals the JSON output gives.
+func TestParseSummary(t *testing.T) {
+	dir := filepath.Join(testdata, "corpus/aggregate")
+	var js, sum, errOut bytes.Buffer
+	run([]string{"parse", dir}, &js, &errOut)
+	run([]string{"parse", "--format=summary", dir}, &sum, &errOut)
+	var want []string
+	for _, line := range strings.Split(strings.TrimSpace(js.String()), "\n") {
+		var r struct {
+			File, Part string
+			Records    int    `json:"record_count"`
+			Messages   uint64 `json:"message_count"`
+			Flagged    int    `json:"flagged_records"`
+		}
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, fmt.Sprintf("records=%d messages=%d flagged=%d", r.Records, r.Messages, r.Flagged))
+	}
+	var got []string
+	for _, line := range strings.Split(strings.TrimSpace(sum.String()), "\n") {
+		fields := strings.Split(line, "\t")
+		if len(fields) != 8 || fields[1] != "aggregate" {
+			t.Fatalf("summary line %q", line)
+		}
+		got = append(got, fields[7])
+	}
+	if len(got) < 50 || !slices.Equal(got, want) {
+		t.Errorf("%d summary lines, %d JSON lines; totals differ: %v", len(got), len(want), !slices.Equal(got, want))
 	}
 }
