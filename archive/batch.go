@@ -72,6 +72,9 @@ type Aggregate struct {
 	FailedMessages uint64 // messages of records whose DMARC result is fail
 	Source, Input  string
 	Received       time.Time
+	// Raw is the report as received (its XML), gzip-compressed; nil when
+	// not kept.
+	Raw []byte
 }
 
 // MaxRecordsKept bounds the records kept per report: real reports have a
@@ -102,6 +105,7 @@ type TLS struct {
 	Domains       []string
 	Source, Input string
 	Received      time.Time
+	Raw           []byte // the report as received (its JSON), gzip; nil when not kept
 }
 
 // Failure is a failure report as counted; Redacted is kept only when the
@@ -300,13 +304,13 @@ func insertAggregate(ctx context.Context, s *stmts, r *Aggregate) error {
 	}
 	res, err := s.exec(ctx, `INSERT INTO aggregate_reports (identity, domain, reporter, org_name, email, extra_contact_info, report_id,
 		begin_time, end_time, errors, generator, version, namespace, policy_domain, adkim, aspf, p, sp, np, pct, fo, testing,
-		discovery_method, extensions, records, records_kept, invalid_records, messages, failed_messages, source, input, received)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		discovery_method, extensions, records, records_kept, invalid_records, messages, failed_messages, source, input, received, raw)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		r.Identity, r.Domain, r.Reporter, h.Metadata.OrgName, h.Metadata.Email, h.Metadata.ExtraContactInfo, h.Metadata.ReportID,
 		h.Metadata.Begin.Unix(), h.Metadata.End.Unix(), jsonText(h.Metadata.Errors), h.Metadata.Generator, h.Version, h.Namespace,
 		h.Policy.Domain, string(h.Policy.ADKIM), string(h.Policy.ASPF), string(h.Policy.P), string(h.Policy.SP), string(h.Policy.NP),
 		pct, h.Policy.FO, string(h.Policy.Testing), string(h.Policy.DiscoveryMethod), jsonText(h.Extensions),
-		r.RecordCount, len(r.Records), r.InvalidRecords, int64(r.Messages), int64(r.FailedMessages), r.Source, r.Input, r.Received.Unix())
+		r.RecordCount, len(r.Records), r.InvalidRecords, int64(r.Messages), int64(r.FailedMessages), r.Source, r.Input, r.Received.Unix(), r.Raw)
 	if err != nil {
 		return err
 	}
@@ -348,9 +352,9 @@ func insertTLS(ctx context.Context, s *stmts, r *TLS) error {
 		return err
 	}
 	t := r.Report
-	res, err := s.exec(ctx, `INSERT INTO tls_reports (identity, reporter, org_name, contact_info, report_id, begin_time, end_time, source, input, received)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, r.Identity, r.Reporter, t.OrganizationName, t.ContactInfo, t.ReportID,
-		t.Begin.Unix(), t.End.Unix(), r.Source, r.Input, r.Received.Unix())
+	res, err := s.exec(ctx, `INSERT INTO tls_reports (identity, reporter, org_name, contact_info, report_id, begin_time, end_time, source, input, received, raw)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, r.Identity, r.Reporter, t.OrganizationName, t.ContactInfo, t.ReportID,
+		t.Begin.Unix(), t.End.Unix(), r.Source, r.Input, r.Received.Unix(), r.Raw)
 	if err != nil {
 		return err
 	}

@@ -1,10 +1,13 @@
 package archive
 
 import (
+	"bytes"
+	"compress/gzip"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/dmarc-exporter/dmarc-exporter/report"
@@ -213,4 +216,28 @@ func (a *Archive) FailureSamples(n int) ([]Sample, error) {
 		out = append(out, s)
 	}
 	return out, rows.Err()
+}
+
+// RawReport returns an aggregate or SMTP TLS report as it was received
+// (XML or JSON), found by its identity; ok is false when the archive has
+// no such report or did not keep its bytes.
+func (a *Archive) RawReport(identity string) (raw []byte, ok bool, err error) {
+	var z []byte
+	err = a.r.QueryRow(`SELECT raw FROM aggregate_reports WHERE identity = ?1
+		UNION ALL SELECT raw FROM tls_reports WHERE identity = ?1`, identity).Scan(&z)
+	if errors.Is(err, sql.ErrNoRows) || err == nil && z == nil {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("archive: report %s: %w", identity, err)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(z))
+	if err != nil {
+		return nil, false, fmt.Errorf("archive: report %s: %w", identity, err)
+	}
+	raw, err = io.ReadAll(zr)
+	if err != nil {
+		return nil, false, fmt.Errorf("archive: report %s: %w", identity, err)
+	}
+	return raw, true, nil
 }

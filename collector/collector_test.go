@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"archive/zip"
 	"bytes"
 	"database/sql"
 	"encoding/json"
@@ -60,6 +61,7 @@ func testStore(t testing.TB, dir string, domains ...string) *Store {
 		Limits:         config.Limits{ReportersPerDomain: 5, Domains: 10, LabelLength: 64},
 		DedupRetention: 800 * 24 * time.Hour,
 		ReportLimits:   report.DefaultLimits(),
+		MaxRawBytes:    64 << 10,
 		Now:            func() time.Time { return testNow },
 	})
 	if err != nil {
@@ -645,5 +647,37 @@ func TestRetention(t *testing.T) {
 	}
 	if dups := testutil.ToFloat64(collectOne(t, s2, "dmarc_reports_duplicate_total", "example.com", "google.com")); dups != 1 {
 		t.Errorf("a second delivery of an expired report: %v duplicates, want 1", dups)
+	}
+}
+
+// TestRawKept: the archive keeps a report as received, up to the size
+// limit, gzip-compressed inside (a zip member here).
+func TestRawKept(t *testing.T) {
+	s := testStore(t, t.TempDir())
+	day := testNow.Add(-48 * time.Hour)
+	small := genReport("a@google.com", "example.com", "small", day, 1, 2)
+	large := genReport("a@google.com", "example.com", "large", day, make([]int, 1000)...) // over 64 KiB
+	var zipped bytes.Buffer
+	zw := zip.NewWriter(&zipped)
+	w, _ := zw.Create("google.com!example.com!1!2.xml")
+	w.Write(small)
+	zw.Close()
+	for i, data := range [][]byte{zipped.Bytes(), large} {
+		if err := s.IngestFile("src", fmt.Sprint(i), "m", bytes.NewReader(data)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	id := func(reportID string) string {
+		return dedupKey("a@google.com", reportID, day, day.Add(24*time.Hour-time.Second), "example.com")
+	}
+	raw, ok, err := s.arc.RawReport(id("small"))
+	if err != nil || !ok || !bytes.Equal(raw, small) {
+		t.Errorf("the small report as kept: ok %v, err %v, same bytes %v", ok, err, bytes.Equal(raw, small))
+	}
+	if _, ok, err := s.arc.RawReport(id("large")); ok || err != nil {
+		t.Errorf("a report over max_raw_bytes kept its bytes (%v, %v)", ok, err)
 	}
 }

@@ -63,6 +63,7 @@ type parsedReport struct {
 	total        uint64              // messages counted
 	failed       uint64              // messages of records whose DMARC result is fail
 	kept         []archive.Record    // what the archive keeps, at most archive.MaxRecordsKept
+	raw          []byte              // the report as received, gzip; nil when not kept
 	selectors    map[string]struct{} // DKIM selectors of the policy domain's signatures
 	// records are the messages by source address and what the record
 	// says, for enrichment (sources.go), which fills sources.
@@ -73,20 +74,39 @@ type parsedReport struct {
 // parsedFile is every report of one input.
 type parsedFile struct {
 	aggregates []*parsedReport
-	tls        []*report.TLSReport
+	tls        []parsedTLS
 	failures   []*report.FailureReport
+}
+
+// parsedTLS is an SMTP TLS report and its bytes as received, compressed.
+type parsedTLS struct {
+	*report.TLSReport
+	raw []byte
+}
+
+// parseOptions say how to read an input.
+type parseOptions struct {
+	limits      report.Limits
+	labelLength int
+	withSources bool // keep what enrichment needs
+	// maxRaw is the largest report whose bytes are kept (compressed) for
+	// the archive; 0 keeps none.
+	maxRaw int
 }
 
 // parseFile reads every report of one input. It fails as a whole when any
 // part fails, so that a file is counted entirely or not at all.
-func parseFile(r io.Reader, lim report.Limits, labelLength int, withSources bool) (*parsedFile, error) {
+func parseFile(r io.Reader, opts parseOptions) (*parsedFile, error) {
 	out := &parsedFile{}
+	lim, labelLength, withSources := opts.limits, opts.labelLength, opts.withSources
 	err := report.Walk(r, lim, func(doc report.Document) error {
+		raw := newRawCapture(opts.maxRaw)
+		doc.Body = raw.tee(doc.Body)
 		switch doc.Kind {
 		case report.KindSMTPTLS:
 			rep, err := report.ParseTLSReport(doc.Body, lim)
 			if err == nil {
-				out.tls = append(out.tls, rep)
+				out.tls = append(out.tls, parsedTLS{rep, raw.compressed()})
 			}
 			return err
 		case report.KindFailure:
@@ -148,6 +168,7 @@ func parseFile(r io.Reader, lim report.Limits, labelLength int, withSources bool
 				}
 			}
 		}
+		p.raw = raw.compressed()
 		out.aggregates = append(out.aggregates, p)
 		return nil
 	})
@@ -271,9 +292,9 @@ func (s *Store) Seen(path, mark string) (seen, rejected bool) {
 // nothing: the file is to be read again.
 func (s *Store) IngestFile(source, path, mark string, r io.Reader) error {
 	s.mu.RLock()
-	labelLength, enricher := s.opts.Limits.LabelLength, s.opts.Enricher
+	labelLength, enricher, maxRaw := s.opts.Limits.LabelLength, s.opts.Enricher, s.opts.MaxRawBytes
 	s.mu.RUnlock()
-	parsed, err := parseFile(r, s.opts.ReportLimits, labelLength, enricher != nil)
+	parsed, err := parseFile(r, parseOptions{limits: s.opts.ReportLimits, labelLength: labelLength, withSources: enricher != nil, maxRaw: maxRaw})
 	if errors.Is(err, report.ErrRead) {
 		return err
 	}
@@ -396,7 +417,7 @@ func (s *Store) stage(in *input, p *parsedReport, now time.Time) error {
 	s.stageSources(in.b, domain, p.sources)
 	in.b.aggregates = append(in.b.aggregates, &archive.Aggregate{Identity: p.id, Domain: domain, Reporter: reporter,
 		Header: p.hdr, Records: p.kept, RecordCount: p.recordCount, InvalidRecords: int(p.invalid), Messages: p.total,
-		FailedMessages: p.failed, Source: in.source, Input: in.path, Received: now})
+		FailedMessages: p.failed, Source: in.source, Input: in.path, Received: now, Raw: p.raw})
 	return nil
 }
 

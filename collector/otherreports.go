@@ -42,14 +42,15 @@ func (s *Store) knownID(id string) (bool, error) {
 
 // stageTLS adds an SMTP TLS report: per policy, its domain's session
 // counts from the summary and failed sessions by result type. s.mu is held.
-func (s *Store) stageTLS(in *input, r *report.TLSReport, now time.Time, labelLength int) error {
+func (s *Store) stageTLS(in *input, t parsedTLS, now time.Time, labelLength int) error {
+	r := t.TLSReport
 	name := ReporterName(r.ContactInfo, r.OrganizationName, labelLength)
 	id := dedupKey("smtp_tls:"+reporterIdentity(r.ContactInfo, r.OrganizationName), r.ReportID, r.Begin, r.End, "")
 	dup, err := s.seenID(in.b, id, now)
 	if err != nil {
 		return err
 	}
-	t := in.b.totals
+	totals := in.b.totals
 	counted := map[reporterKey]bool{}
 	domains := make([]string, len(r.Policies))
 	unmonitored := false
@@ -63,31 +64,31 @@ func (s *Store) stageTLS(in *input, r *report.TLSReport, now time.Time, labelLen
 		rk := reporterKey{domain, s.reporterLabel(in.b, domain, name)}
 		if !counted[rk] {
 			counted[rk] = true
-			t.add(tlsReportsFamily, 0, rk.domain, rk.reporter)
-			t.add(tlsDuplicatesFamily, 0, rk.domain, rk.reporter)
+			totals.add(tlsReportsFamily, 0, rk.domain, rk.reporter)
+			totals.add(tlsDuplicatesFamily, 0, rk.domain, rk.reporter)
 			if dup {
-				t.add(tlsDuplicatesFamily, 1, rk.domain, rk.reporter)
+				totals.add(tlsDuplicatesFamily, 1, rk.domain, rk.reporter)
 			} else {
-				t.add(tlsReportsFamily, 1, rk.domain, rk.reporter)
+				totals.add(tlsReportsFamily, 1, rk.domain, rk.reporter)
 			}
 		}
 		if dup {
 			continue
 		}
 		pt := string(p.Type)
-		t.add(tlsSessionsFamily, p.Successful, rk.domain, rk.reporter, pt, "success")
-		t.add(tlsSessionsFamily, p.Failed, rk.domain, rk.reporter, pt, "failure")
+		totals.add(tlsSessionsFamily, p.Successful, rk.domain, rk.reporter, pt, "success")
+		totals.add(tlsSessionsFamily, p.Failed, rk.domain, rk.reporter, pt, "failure")
 		for _, f := range p.Failures {
-			t.add(tlsFailedFamily, f.FailedSessions, rk.domain, rk.reporter, pt, string(f.ResultType))
+			totals.add(tlsFailedFamily, f.FailedSessions, rk.domain, rk.reporter, pt, string(f.ResultType))
 		}
 	}
 	if unmonitored && !dup && len(counted) == 0 {
 		// Counted once per report, and only when nothing of it was counted.
-		t.add(rejectedFamily, 1, in.source, RejectDomainNotMonitored)
+		totals.add(rejectedFamily, 1, in.source, RejectDomainNotMonitored)
 	}
 	if !dup && len(counted) > 0 {
 		in.b.tls = append(in.b.tls, &archive.TLS{Identity: id, Reporter: name, Report: r, Domains: domains,
-			Source: in.source, Input: in.path, Received: now})
+			Source: in.source, Input: in.path, Received: now, Raw: t.raw})
 	}
 	return nil
 }

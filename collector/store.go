@@ -45,6 +45,9 @@ type Options struct {
 	// first. Anyone can send reports, so this must be bounded too.
 	MaxDedupKeys int
 	ReportLimits report.Limits
+	// MaxRawBytes is the largest report whose bytes the archive keeps,
+	// compressed, for a "show the report" view; 0 keeps none.
+	MaxRawBytes int
 	// FailureSamples is how many redacted failure reports to keep for the
 	// detail view; 0 keeps none.
 	FailureSamples int
@@ -212,11 +215,12 @@ func setOf(m map[string]map[string]struct{}, key string) map[string]struct{} {
 // SetConfig applies a reloaded configuration: domains and limits. Counted
 // data is kept; a domain no longer configured is no longer exported.
 func (s *Store) SetConfig(domains, sources []string, limits config.Limits, dedupRetention time.Duration, failureSamples int,
-	expected map[string][]string) {
+	expected map[string][]string, maxRaw int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.opts.ExpectedReporters = expected
 	s.opts.FailureSamples = failureSamples
+	s.opts.MaxRawBytes = maxRaw
 	s.opts.Domains = slices.Clone(domains)
 	s.opts.Sources = slices.Clone(sources)
 	s.opts.Limits = limits

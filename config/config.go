@@ -92,6 +92,21 @@ type Archive struct {
 	// end of their date range (failure reports: from when they were
 	// received). The counters are not touched by retention.
 	Retention Duration `yaml:"retention"`
+	// KeepRaw keeps each aggregate and SMTP TLS report as received
+	// (compressed), for a "show the report" view; on by default.
+	KeepRaw *bool `yaml:"keep_raw"`
+	// MaxRawBytes is the largest report (uncompressed) whose bytes are
+	// kept; a larger one is archived without them.
+	MaxRawBytes int `yaml:"max_raw_bytes"`
+}
+
+// RawLimit is the largest report whose bytes the archive keeps; 0 when
+// keep_raw is off.
+func (a Archive) RawLimit() int {
+	if a.KeepRaw != nil && !*a.KeepRaw {
+		return 0
+	}
+	return a.MaxRawBytes
 }
 
 // State configures what is remembered to refuse duplicates.
@@ -134,6 +149,7 @@ const (
 	DefaultSourcesPerDomain   = 100
 	DefaultDedupRetention     = Duration(800 * 24 * time.Hour)
 	DefaultArchiveRetention   = Duration(400 * 24 * time.Hour)
+	DefaultMaxRawBytes        = 4 << 20
 	MaxFailureSamples         = 1000
 	DefaultDNSInterval        = Duration(time.Hour)
 )
@@ -167,6 +183,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Archive.Retention == 0 {
 		c.Archive.Retention = DefaultArchiveRetention
+	}
+	if c.Archive.MaxRawBytes == 0 {
+		c.Archive.MaxRawBytes = DefaultMaxRawBytes
 	}
 	for i := range c.Directories {
 		d := &c.Directories[i]
@@ -292,6 +311,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("state.dedup_retention must be at least 1d")
 	case time.Duration(c.Archive.Retention) < 24*time.Hour:
 		return fmt.Errorf("archive.retention must be at least 1d")
+	case c.Archive.MaxRawBytes < 0:
+		return fmt.Errorf("archive.max_raw_bytes must not be negative")
 	case *c.DNS.Interval != 0 && time.Duration(*c.DNS.Interval) < time.Minute:
 		return fmt.Errorf("dns.interval must be 0 (off) or at least 1m")
 	case c.FailureSamples < 0 || c.FailureSamples > MaxFailureSamples:

@@ -149,6 +149,7 @@ func (c *serveCmd) run(resolvers []string, stdout, stderr io.Writer) int {
 		Limits:            cfg.Limits,
 		DedupRetention:    time.Duration(cfg.State.DedupRetention),
 		ReportLimits:      report.DefaultLimits(),
+		MaxRawBytes:       cfg.Archive.RawLimit(),
 		FailureSamples:    cfg.FailureSamples,
 		ExpectedReporters: cfg.ExpectedReporters,
 		NewSeriesDelay:    *c.newSeriesDelay,
@@ -195,7 +196,7 @@ func (c *serveCmd) run(resolvers []string, stdout, stderr io.Writer) int {
 		store.SetEnricher(enricher)
 		databases.Set(dbs)
 		store.SetConfig(cfg.Domains, cfg.SourceNames(), cfg.Limits, time.Duration(cfg.State.DedupRetention), cfg.FailureSamples,
-			cfg.ExpectedReporters)
+			cfg.ExpectedReporters, cfg.Archive.RawLimit())
 		sources.start(ctx, cfg)
 		reloadOK.Set(1)
 		reloadTime.SetToCurrentTime()
