@@ -24,7 +24,7 @@ import (
 
 	"github.com/dmarc-exporter/dmarc-exporter/archive"
 	"github.com/dmarc-exporter/dmarc-exporter/config"
-	"github.com/dmarc-exporter/dmarc-exporter/dnsmon"
+	"github.com/dmarc-exporter/dmarc-exporter/dnsclient"
 	"github.com/dmarc-exporter/dmarc-exporter/enrich"
 	"github.com/dmarc-exporter/dmarc-exporter/internal/testenv"
 	"github.com/dmarc-exporter/dmarc-exporter/report"
@@ -590,7 +590,7 @@ func TestSourceSeriesCap(t *testing.T) {
 func TestNoEnrichmentForUncounted(t *testing.T) {
 	srv := testenv.StartDNS(t, "../enrich/testdata/names.zone")
 	m := enrich.NewMetrics(nil)
-	names := enrich.NewNames(&dnsmon.Resolver{Servers: []string{srv.Addr}, Timeout: time.Second}, time.Second, 4, 0, m)
+	names := enrich.NewNames(&dnsclient.Resolver{Servers: []string{srv.Addr}, Timeout: time.Second}, time.Second, 4, 0, m)
 	s, err := Open(Options{Archive: testArchive(t, t.TempDir()), Domains: []string{"example.com"}, Limits: config.Default().Limits,
 		DedupRetention: time.Hour, ReportLimits: report.DefaultLimits(), Enricher: enrich.New(enrich.Options{Names: names, Metrics: m})})
 	if err != nil {

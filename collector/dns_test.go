@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/dmarc-exporter/dmarc-exporter/dnsclient"
 	"github.com/dmarc-exporter/dmarc-exporter/dnsmon"
 	"github.com/dmarc-exporter/dmarc-exporter/internal/testenv"
 )
@@ -17,7 +18,7 @@ import (
 // survives a restart.
 func TestDNSChanges(t *testing.T) {
 	srv := testenv.StartDNS(t, "../testdata/dns/zones.txt")
-	r := &dnsmon.Resolver{Servers: []string{srv.Addr}, Timeout: 2 * time.Second}
+	r := &dnsclient.Resolver{Servers: []string{srv.Addr}, Timeout: 2 * time.Second}
 	dir := t.TempDir()
 	now := testNow
 	open := func() *Store {

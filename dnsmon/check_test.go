@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dmarc-exporter/dmarc-exporter/dnsclient"
 	"github.com/dmarc-exporter/dmarc-exporter/internal/testenv"
 )
 
@@ -118,7 +119,7 @@ func TestObserve(t *testing.T) {
 // missing record, for check and for the monitor.
 func TestTreeWalkFailure(t *testing.T) {
 	srv := testenv.StartDNS(t, "../testdata/dns/zones.txt")
-	r := &Resolver{Servers: []string{srv.Addr}, Timeout: 2 * time.Second}
+	r := &dnsclient.Resolver{Servers: []string{srv.Addr}, Timeout: 2 * time.Second}
 	srv.Fail("_dmarc.good.example.test", true)
 	if _, fs := CheckDMARC(context.Background(), r, "sub.good.example.test"); codes(fs) != "error:lookup_error" {
 		t.Errorf("check: %s", codes(fs))

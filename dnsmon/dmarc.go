@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"golang.org/x/net/publicsuffix"
+
+	"github.com/dmarc-exporter/dmarc-exporter/dnsclient"
 )
 
 // DMARCRecord is a parsed DMARC policy record (RFC 9989 §4.7; RFC 7489
@@ -133,7 +135,7 @@ func parseDMARC(domain, raw string) (*DMARCRecord, []Finding) {
 // CheckDMARC fetches and judges the DMARC record of domain, including the
 // authorisation of external report destinations (RFC 9989 §3.6; RFC 7489
 // §7.1): an unauthorised rua silently gets no reports.
-func CheckDMARC(ctx context.Context, r *Resolver, domain string) (*DMARCRecord, []Finding) {
+func CheckDMARC(ctx context.Context, r *dnsclient.Resolver, domain string) (*DMARCRecord, []Finding) {
 	find := func(sev Severity, code, format string, args ...any) Finding {
 		return Finding{Domain: domain, Record: "dmarc", Severity: sev, Code: code, Message: fmt.Sprintf(format, args...)}
 	}
@@ -176,7 +178,7 @@ const maxDestinations = 10
 
 // dmarcRecords returns the DMARC records at _dmarc.domain: the TXT records
 // that start with v=DMARC1.
-func dmarcRecords(ctx context.Context, r *Resolver, domain string) ([]string, error) {
+func dmarcRecords(ctx context.Context, r *dnsclient.Resolver, domain string) ([]string, error) {
 	txts, err := r.TXT(ctx, "_dmarc."+domain)
 	if err != nil {
 		return nil, err
@@ -201,7 +203,7 @@ func isDMARCRecord(t string) bool {
 // checkDestinations checks that the external rua and ruf destinations of a
 // record authorise reports for domain (RFC 9989 §3.6; RFC 7489 §7.1): an
 // unauthorised destination silently gets no reports.
-func checkDestinations(ctx context.Context, r *Resolver, domain string, rec *DMARCRecord) []Finding {
+func checkDestinations(ctx context.Context, r *dnsclient.Resolver, domain string, rec *DMARCRecord) []Finding {
 	find := func(sev Severity, code, format string, args ...any) Finding {
 		return Finding{Domain: domain, Record: "dmarc", Severity: sev, Code: code, Message: fmt.Sprintf(format, args...)}
 	}

@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"time"
+
+	"github.com/dmarc-exporter/dmarc-exporter/dnsclient"
 )
 
 // Sink takes what the monitor observes; collector.Store implements it.
@@ -21,7 +23,7 @@ type Sink interface {
 // is asked again after max(Interval, its TTL), since a resolver answers
 // from its cache until the TTL runs out.
 type Monitor struct {
-	Resolver  *Resolver
+	Resolver  *dnsclient.Resolver
 	Sink      Sink
 	Domains   []string
 	Selectors map[string][]string // configured DKIM selectors per domain

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/dmarc-exporter/dmarc-exporter/dnsclient"
 )
 
 // Record kinds watched per domain, with the name they live at and the
@@ -75,7 +77,7 @@ func (o *Observation) Hash() float64 {
 }
 
 // Observe looks up and judges one record of domain.
-func Observe(ctx context.Context, r *Resolver, domain, kind, selector string) *Observation {
+func Observe(ctx context.Context, r *dnsclient.Resolver, domain, kind, selector string) *Observation {
 	o := &Observation{Domain: domain, Kind: kind, Selector: selector}
 	var name, prefix string
 	switch kind {
@@ -126,14 +128,14 @@ func Observe(ctx context.Context, r *Resolver, domain, kind, selector string) *O
 // failed records a failed lookup: nothing is known, which is no change.
 func (o *Observation) failed(err error) {
 	o.Err, o.Rcode = err, "timeout"
-	var re *RcodeError
+	var re *dnsclient.RcodeError
 	if errors.As(err, &re) {
 		o.Rcode = strings.ToLower(dns.RcodeToString[re.Rcode])
 	}
 }
 
 // judge sets Valid and Problem.
-func (o *Observation) judge(ctx context.Context, r *Resolver) {
+func (o *Observation) judge(ctx context.Context, r *dnsclient.Resolver) {
 	switch {
 	case len(o.Texts) == 0 && o.Kind == KindDMARC:
 		// A subdomain without its own record is governed by an ancestor's.

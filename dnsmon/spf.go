@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/miekg/dns"
+
+	"github.com/dmarc-exporter/dmarc-exporter/dnsclient"
 )
 
 // SPF evaluation for validity, not for a message: how many DNS lookups
@@ -40,14 +42,14 @@ type errSPF struct{ code, detail string }
 func (e *errSPF) Error() string { return e.code + ": " + e.detail }
 
 // CheckSPF fetches and evaluates the SPF record of domain.
-func CheckSPF(ctx context.Context, r *Resolver, domain string) (*SPFResult, []Finding) {
+func CheckSPF(ctx context.Context, r *dnsclient.Resolver, domain string) (*SPFResult, []Finding) {
 	e := &spfEval{ctx: ctx, r: r, res: &SPFResult{}}
 	record, err := e.record(domain)
 	return judgeSPF(e, domain, record, err)
 }
 
 // evalSPF evaluates an SPF record already fetched for domain.
-func evalSPF(ctx context.Context, r *Resolver, domain, record string) *SPFResult {
+func evalSPF(ctx context.Context, r *dnsclient.Resolver, domain, record string) *SPFResult {
 	res, _ := judgeSPF(&spfEval{ctx: ctx, r: r, res: &SPFResult{}}, domain, record, nil)
 	return res
 }
@@ -78,7 +80,7 @@ func judgeSPF(e *spfEval, domain, record string, err error) (*SPFResult, []Findi
 
 type spfEval struct {
 	ctx context.Context
-	r   *Resolver
+	r   *dnsclient.Resolver
 	res *SPFResult
 	// nets, when not nil, collects the networks the record authorises
 	// (SPFNetworks); denied collects those of earlier terms that do not
@@ -93,7 +95,7 @@ type spfEval struct {
 // of an earlier term that does not pass is left out. Terms that depend on
 // the message (exists, ptr, macros) authorise nothing here. On an error,
 // the networks found so far come with it.
-func SPFNetworks(ctx context.Context, r *Resolver, domain string) ([]netip.Prefix, error) {
+func SPFNetworks(ctx context.Context, r *dnsclient.Resolver, domain string) ([]netip.Prefix, error) {
 	nets, denied := []netip.Prefix{}, []netip.Prefix{}
 	e := &spfEval{ctx: ctx, r: r, res: &SPFResult{}, nets: &nets, denied: &denied}
 	record, err := e.record(domain)

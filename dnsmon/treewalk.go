@@ -3,6 +3,8 @@ package dnsmon
 import (
 	"context"
 	"strings"
+
+	"github.com/dmarc-exporter/dmarc-exporter/dnsclient"
 )
 
 // maxTreeWalkQueries bounds the DNS tree walk (RFC 9989 §4.10).
@@ -15,7 +17,7 @@ const maxTreeWalkQueries = 8
 // domain (where public suffix operators publish psd=y records), at most
 // eight queries in all. at is where the record was found;
 // rec is nil when none was.
-func TreeWalk(ctx context.Context, r *Resolver, domain string) (rec *DMARCRecord, at string, err error) {
+func TreeWalk(ctx context.Context, r *dnsclient.Resolver, domain string) (rec *DMARCRecord, at string, err error) {
 	queries := 0
 	try := func(name string) (*DMARCRecord, error) {
 		queries++

@@ -8,7 +8,7 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/dmarc-exporter/dmarc-exporter/dnsmon"
+	"github.com/dmarc-exporter/dmarc-exporter/dnsclient"
 	"github.com/dmarc-exporter/dmarc-exporter/internal/testenv"
 )
 
@@ -34,7 +34,7 @@ func BenchmarkEnrich(b *testing.B) {
 	}
 	newEnricher := func() *Enricher {
 		m := NewMetrics(nil)
-		names := NewNames(&dnsmon.Resolver{Servers: []string{srv.Addr}, Timeout: time.Second}, time.Second, 8, 0, m)
+		names := NewNames(&dnsclient.Resolver{Servers: []string{srv.Addr}, Timeout: time.Second}, time.Second, 8, 0, m)
 		names.limiter, names.maxLookups = rate.NewLimiter(rate.Inf, 0), 1<<30 // measure lookups, not the ration
 		return New(Options{ASN: asn, Country: country, Names: names, Senders: senders, Metrics: m})
 	}

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/dmarc-exporter/dmarc-exporter/dnsmon"
+	"github.com/dmarc-exporter/dmarc-exporter/dnsclient"
 	"github.com/dmarc-exporter/dmarc-exporter/internal/testenv"
 	"github.com/dmarc-exporter/dmarc-exporter/report"
 )
@@ -68,7 +68,7 @@ func testEnricher(t testing.TB) *Enricher {
 		ASN:     openDB(t, writeDB(t, "GeoLite2-ASN", testenv.GeoLiteASN)),
 		Country: openDB(t, writeDB(t, "GeoLite2-Country", testenv.GeoLiteCountry)),
 		Names:   names, Senders: senders, Metrics: m,
-		Resolver: &dnsmon.Resolver{Servers: []string{srv.Addr}},
+		Resolver: &dnsclient.Resolver{Servers: []string{srv.Addr}},
 		Trust: map[string]Trust{
 			"example.com":    {Networks: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}},
 			"marketdojo.com": {SPF: true, Services: []string{"zoho"}},

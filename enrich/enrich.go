@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dmarc-exporter/dmarc-exporter/config"
+	"github.com/dmarc-exporter/dmarc-exporter/dnsclient"
 	"github.com/dmarc-exporter/dmarc-exporter/dnsmon"
 )
 
@@ -86,7 +87,7 @@ type Options struct {
 	// specific domain at or above it.
 	Trust map[string]Trust
 	// Resolver expands SPF records for Trust.SPF.
-	Resolver *dnsmon.Resolver
+	Resolver *dnsclient.Resolver
 	Metrics  *Metrics
 	Log      *slog.Logger
 }

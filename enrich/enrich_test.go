@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/time/rate"
 
-	"github.com/dmarc-exporter/dmarc-exporter/dnsmon"
+	"github.com/dmarc-exporter/dmarc-exporter/dnsclient"
 	"github.com/dmarc-exporter/dmarc-exporter/internal/testenv"
 )
 
@@ -98,7 +98,7 @@ func TestDatabaseReload(t *testing.T) {
 func testNames(t testing.TB) (*Names, *testenv.DNSServer, *Metrics) {
 	srv := testenv.StartDNS(t, "testdata/names.zone")
 	m := NewMetrics(nil)
-	r := &dnsmon.Resolver{Servers: []string{srv.Addr}, Timeout: time.Second}
+	r := &dnsclient.Resolver{Servers: []string{srv.Addr}, Timeout: time.Second}
 	names := NewNames(r, time.Second, 4, 0, m)
 	names.limiter = rate.NewLimiter(rate.Inf, 0) // the tests look up more than a real ingest would
 	return names, srv, m
@@ -128,7 +128,7 @@ func TestNames(t *testing.T) {
 	}
 
 	srv.Fail("8.188.143.136.in-addr.arpa", true)
-	fresh := NewNames(&dnsmon.Resolver{Servers: []string{srv.Addr}, Timeout: time.Second}, time.Second, 4, 0, m)
+	fresh := NewNames(&dnsclient.Resolver{Servers: []string{srv.Addr}, Timeout: time.Second}, time.Second, 4, 0, m)
 	if got := fresh.Resolve(context.Background(), ips[1:2]); len(got) != 0 {
 		t.Errorf("SERVFAIL gave %v", got)
 	}
@@ -146,7 +146,7 @@ func TestNamesDeadResolver(t *testing.T) {
 	}
 	defer pc.Close()
 	m := NewMetrics(nil)
-	names := NewNames(&dnsmon.Resolver{Servers: []string{pc.LocalAddr().String()}, Timeout: time.Second}, 200*time.Millisecond, 2, 0, m)
+	names := NewNames(&dnsclient.Resolver{Servers: []string{pc.LocalAddr().String()}, Timeout: time.Second}, 200*time.Millisecond, 2, 0, m)
 	var ips []netip.Addr
 	for i := range 40 {
 		ips = append(ips, netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}))
@@ -168,7 +168,7 @@ func TestNamesDeadResolver(t *testing.T) {
 func TestNamesRationed(t *testing.T) {
 	srv := testenv.StartDNS(t, "testdata/names.zone")
 	m := NewMetrics(nil)
-	names := NewNames(&dnsmon.Resolver{Servers: []string{srv.Addr}, Timeout: time.Second}, time.Second, 8, 0, m)
+	names := NewNames(&dnsclient.Resolver{Servers: []string{srv.Addr}, Timeout: time.Second}, time.Second, 8, 0, m)
 	var ips []netip.Addr
 	for i := range 600 {
 		ips = append(ips, netip.AddrFrom4([4]byte{198, 51, byte(100 + i/256), byte(i)}))
@@ -180,7 +180,7 @@ func TestNamesRationed(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	fresh := NewNames(&dnsmon.Resolver{Servers: []string{srv.Addr}, Timeout: time.Second}, time.Second, 8, 0, m)
+	fresh := NewNames(&dnsclient.Resolver{Servers: []string{srv.Addr}, Timeout: time.Second}, time.Second, 8, 0, m)
 	fresh.Resolve(ctx, ips[:50])
 	if n := value(m.lookupErrors.WithLabelValues("timeout")); n != 0 || fresh.paused() {
 		t.Errorf("a cancelled caller counted %v timeouts, paused %v", n, fresh.paused())

@@ -14,7 +14,7 @@ import (
 	"golang.org/x/net/publicsuffix"
 	"golang.org/x/time/rate"
 
-	"github.com/dmarc-exporter/dmarc-exporter/dnsmon"
+	"github.com/dmarc-exporter/dmarc-exporter/dnsclient"
 )
 
 // RegistrableDomain reduces a host name to its registrable domain with the
@@ -63,7 +63,7 @@ const (
 // their registrable domain. Answers are cached (TTL-aware, size-capped);
 // at most Concurrency lookups run at once, each bounded by Timeout.
 type Names struct {
-	resolver *dnsmon.Resolver
+	resolver *dnsclient.Resolver
 	timeout  time.Duration
 	sem      chan struct{}
 	maxSize  int
@@ -94,7 +94,7 @@ type nameEntry struct {
 
 // NewNames returns a resolver of source names; concurrency and cacheSize
 // of 0 take defaults (8, 100000).
-func NewNames(r *dnsmon.Resolver, timeout time.Duration, concurrency, cacheSize int, m *Metrics) *Names {
+func NewNames(r *dnsclient.Resolver, timeout time.Duration, concurrency, cacheSize int, m *Metrics) *Names {
 	if concurrency <= 0 {
 		concurrency = 8
 	}
@@ -270,6 +270,6 @@ func isTimeout(err error) bool {
 }
 
 func isRcode(err error) bool {
-	var re *dnsmon.RcodeError
+	var re *dnsclient.RcodeError
 	return errors.As(err, &re)
 }

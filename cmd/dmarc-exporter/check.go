@@ -10,6 +10,7 @@ import (
 	"github.com/alecthomas/kingpin/v2"
 
 	"github.com/dmarc-exporter/dmarc-exporter/config"
+	"github.com/dmarc-exporter/dmarc-exporter/dnsclient"
 	"github.com/dmarc-exporter/dmarc-exporter/dnsmon"
 )
 
@@ -67,9 +68,9 @@ func (c *checkCmd) run(resolvers []string, stdout, stderr io.Writer) int {
 }
 
 // newResolver uses the --dns.resolver servers, else the system's.
-func newResolver(servers []string) (*dnsmon.Resolver, error) {
+func newResolver(servers []string) (*dnsclient.Resolver, error) {
 	if len(servers) > 0 {
-		return &dnsmon.Resolver{Servers: servers, Timeout: 5 * time.Second}, nil
+		return &dnsclient.Resolver{Servers: servers, Timeout: 5 * time.Second}, nil
 	}
-	return dnsmon.SystemResolver()
+	return dnsclient.SystemResolver()
 }

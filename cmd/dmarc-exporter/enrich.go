@@ -6,14 +6,14 @@ import (
 	"time"
 
 	"github.com/dmarc-exporter/dmarc-exporter/config"
-	"github.com/dmarc-exporter/dmarc-exporter/dnsmon"
+	"github.com/dmarc-exporter/dmarc-exporter/dnsclient"
 	"github.com/dmarc-exporter/dmarc-exporter/enrich"
 )
 
 // buildEnricher makes the source enricher of a configuration: its
 // databases, names through resolver (nil: no names), known senders and
 // trust. A trusted service must be a known sender.
-func buildEnricher(cfg config.Senders, resolver *dnsmon.Resolver, m *enrich.Metrics, log *slog.Logger) (*enrich.Enricher, map[string]*enrich.DB, error) {
+func buildEnricher(cfg config.Senders, resolver *dnsclient.Resolver, m *enrich.Metrics, log *slog.Logger) (*enrich.Enricher, map[string]*enrich.DB, error) {
 	opts := enrich.Options{Resolver: resolver, Metrics: m, Log: log, Trust: map[string]enrich.Trust{}}
 	dbs := map[string]*enrich.DB{}
 	for kind, path := range map[string]string{"asn": cfg.ASNDatabase, "country": cfg.CountryDatabase} {

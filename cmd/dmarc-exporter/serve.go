@@ -27,6 +27,7 @@ import (
 	"github.com/dmarc-exporter/dmarc-exporter/archive"
 	"github.com/dmarc-exporter/dmarc-exporter/collector"
 	"github.com/dmarc-exporter/dmarc-exporter/config"
+	"github.com/dmarc-exporter/dmarc-exporter/dnsclient"
 	"github.com/dmarc-exporter/dmarc-exporter/dnsmon"
 	"github.com/dmarc-exporter/dmarc-exporter/enrich"
 	"github.com/dmarc-exporter/dmarc-exporter/report"
@@ -277,7 +278,7 @@ type sourceRunner struct {
 	arc      *archive.Archive
 	metrics  *source.Metrics
 	log      *slog.Logger
-	resolver *dnsmon.Resolver // nil: no DNS monitor
+	resolver *dnsclient.Resolver // nil: no DNS monitor
 
 	mu     sync.Mutex
 	cancel context.CancelFunc

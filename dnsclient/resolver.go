@@ -1,9 +1,9 @@
-// Package dnsmon reads and judges the DNS records a mail domain publishes
-// for DMARC: the DMARC record (RFC 9989), SPF (RFC 7208) with its lookup
-// limits, and, in later steps, DKIM, MTA-STS, TLS-RPT and BIMI. It uses
-// github.com/miekg/dns against the configured resolvers, so that every
-// lookup goes where the user says.
-package dnsmon
+// Package dnsclient is the DNS client of every lookup the exporter makes
+// (the DNS monitor's, and the source names of enrichment): queries through
+// github.com/miekg/dns to the configured recursive resolvers, in order, so
+// that every lookup goes where the user says, with the TTL of each answer
+// and failures kept apart by their rcode.
+package dnsclient
 
 import (
 	"context"
