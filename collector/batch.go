@@ -78,19 +78,17 @@ type batch struct {
 	aggregates []*archive.Aggregate
 	tls        []*archive.TLS
 	failures   []*archive.Failure
-	dns        map[dnsKey]*dnsRecord // replacements
-	dnsLog     []archive.DNSChange
 	selectors  map[string]map[string]struct{}
 }
 
 func newBatch() *batch {
 	return &batch{totals: totals{}, reporters: map[reporterKey]*reporterStats{}, inputs: map[string]archive.Input{},
-		ids: map[string]int64{}, dns: map[dnsKey]*dnsRecord{}, selectors: map[string]map[string]struct{}{}}
+		ids: map[string]int64{}, selectors: map[string]map[string]struct{}{}}
 }
 
 func (b *batch) empty() bool {
 	return len(b.totals) == 0 && len(b.reporters) == 0 && len(b.inputs) == 0 && len(b.forget) == 0 && len(b.ids) == 0 &&
-		len(b.dns) == 0 && len(b.dnsLog) == 0 && len(b.selectors) == 0
+		len(b.selectors) == 0
 }
 
 func (b *batch) reporter(k reporterKey) *reporterStats {
@@ -118,10 +116,6 @@ func (b *batch) merge(o *batch) {
 	b.aggregates = append(b.aggregates, o.aggregates...)
 	b.tls = append(b.tls, o.tls...)
 	b.failures = append(b.failures, o.failures...)
-	for k, v := range o.dns {
-		b.dns[k] = v
-	}
-	b.dnsLog = append(b.dnsLog, o.dnsLog...)
 	for d, sels := range o.selectors {
 		set := b.selectors[d]
 		if set == nil {

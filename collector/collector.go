@@ -112,45 +112,7 @@ var (
 		"1 when a reporter has sent no report for a domain for longer than max(2 × its usual interval, 48h), or, when expected but never seen, for 48h since the state began; else 0.",
 		false, "domain", "reporter")
 
-	dnsPresentFamily = newFamily("dmarc_dns_record_present",
-		"1 when the domain publishes the record (dmarc, spf, mta-sts, tlsrpt, bimi, dkim:<selector>), else 0.",
-		false, "domain", "record")
-	dnsValidFamily = newFamily("dmarc_dns_record_valid",
-		"1 when the record is present and sound, else 0; dmarc_dns_record_error says why not.",
-		false, "domain", "record")
-	dnsErrorFamily = newFamily("dmarc_dns_record_error",
-		"1 for the reason a record is not valid: missing, multiple_records, syntax, too_many_lookups, too_many_void_lookups, include_loop, include_missing, lookup_error, revoked, weak_key, no_policy, unauthorized_destination.",
-		false, "domain", "record", "reason")
-	dnsHashFamily = newFamily("dmarc_dns_record_hash",
-		"A stable hash of the record's normalised text (exact in a float64); it changes when the record does. 0 when absent.",
-		false, "domain", "record")
-	dnsChangeFamily = newFamily("dmarc_dns_record_last_change_timestamp_seconds",
-		"When the record's text was last seen to change (a failed lookup is not a change).",
-		false, "domain", "record")
-	dnsLookupErrorsFamily = newFamily("dmarc_dns_lookup_errors_total",
-		"Failed lookups of a record, by rcode (servfail, refused, timeout, ...).",
-		true, "domain", "record", "rcode")
-	spfLookupsFamily = newFamily("dmarc_spf_dns_lookups",
-		"DNS lookups the domain's SPF record costs a receiver (RFC 7208 limit: 10).",
-		false, "domain")
-	spfVoidFamily = newFamily("dmarc_spf_void_lookups",
-		"Lookups of the domain's SPF record that find nothing (RFC 7208 limit: 2).",
-		false, "domain")
-	dkimBitsFamily = newFamily("dmarc_dkim_key_bits",
-		"Size of the DKIM key published for a selector (record dkim:<selector>), by key type (rsa, ed25519); 0 when revoked or unreadable.",
-		false, "domain", "record", "key_type")
-	dmarcPolicyFamily = newFamily("dmarc_dns_policy_info",
-		"The DMARC policy that applies to the domain (its own record's, or an ancestor's by the tree walk), as labels; always 1.",
-		false, "domain", "p", "sp", "np", "adkim", "aspf", "testing", "rua_domains", "ruf_domains")
-	spfValidFamily = newFamily("dmarc_spf_valid",
-		"1 when the domain's SPF record is sound and within the RFC 7208 limits; dmarc_spf_error says why not.",
-		false, "domain")
-	spfErrorFamily = newFamily("dmarc_spf_error",
-		"1 for the reason the SPF record is not valid: missing, multiple_records, syntax, too_many_lookups, too_many_void_lookups, include_loop, include_missing, lookup_error.",
-		false, "domain", "reason")
-
-	families = []*family{dnsPresentFamily, dnsValidFamily, dnsErrorFamily, dnsHashFamily, dnsChangeFamily,
-		dnsLookupErrorsFamily, spfLookupsFamily, spfVoidFamily, dkimBitsFamily, dmarcPolicyFamily, spfValidFamily, spfErrorFamily, lastReportFamily, intervalFamily, silentFamily, failuresFamily, failureDuplicatesFamily, tlsReportsFamily, tlsDuplicatesFamily,
+	families = []*family{lastReportFamily, intervalFamily, silentFamily, failuresFamily, failureDuplicatesFamily, tlsReportsFamily, tlsDuplicatesFamily,
 		tlsSessionsFamily, tlsFailedFamily, messagesFamily, reportsFamily, domainReportsFamily, duplicatesFamily, rejectedFamily,
 		invalidRecordsFamily, overridesFamily, sourcesFamily, lastEndFamily, anomaliesFamily, overflowFamily, dedupKeysFamily,
 		lastSaveFamily, saveErrorsFamily}
@@ -198,7 +160,6 @@ func (s *Store) visit(fn func(f *family, v float64, labelValues ...string)) {
 			fn(lastEndFamily, float64(r.LastEnd), k.domain, k.reporter)
 		}
 	}
-	s.visitDNS(fn, shown)
 	watches := s.watches(now, shown)
 	for _, w := range watches {
 		fn(lastReportFamily, float64(w.last), w.domain, w.reporter)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
@@ -114,8 +115,9 @@ func TestHandlerNegotiation(t *testing.T) {
 	}
 }
 
-// storeLines are the lines of the Store's families (the Go collector's
-// change from one scrape to the next).
+// storeLines are the lines of the Store's families, sorted (the Go
+// collector's change from one scrape to the next, and series come in no
+// set order).
 func storeLines(text string) string {
 	var out []string
 	for _, line := range strings.Split(text, "\n") {
@@ -123,5 +125,6 @@ func storeLines(text string) string {
 			out = append(out, line)
 		}
 	}
+	slices.Sort(out)
 	return strings.Join(out, "\n")
 }

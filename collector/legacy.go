@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dmarc-exporter/dmarc-exporter/archive"
+	"github.com/dmarc-exporter/dmarc-exporter/dnsmon"
 )
 
 // The state file of versions before the archive (state.json, version 1)
@@ -77,9 +78,10 @@ type legacyState struct {
 	} `json:"failures"`
 	Samples []Sample `json:"failure_samples"`
 	DNS     []struct {
-		Domain, Record string
-		dnsRecord
-		History []dnsEvent `json:"history"`
+		Domain string
+		Name   string `json:"record"`
+		dnsmon.Record
+		History []dnsmon.Change `json:"history"`
 	} `json:"dns"`
 	Selectors map[string][]string `json:"dkim_selectors"`
 }
@@ -201,10 +203,10 @@ func (st *legacyState) batch(now time.Time) *archive.Batch {
 			Source: smp.Source, Received: smp.Ingested, Redacted: smp.Report})
 	}
 	for _, d := range st.DNS {
-		rec := d.dnsRecord
-		b.DNS = append(b.DNS, archive.DNSRecord{Domain: d.Domain, Record: d.Record, State: rec.state()})
+		state, _ := json.Marshal(d.Record) // strings, numbers and maps of them
+		b.DNS = append(b.DNS, archive.DNSRecord{Domain: d.Domain, Record: d.Name, State: state})
 		for _, h := range d.History {
-			b.DNSLog = append(b.DNSLog, archive.DNSChange{Domain: d.Domain, Record: d.Record, Time: h.Time, Texts: h.Texts})
+			b.DNSLog = append(b.DNSLog, archive.DNSChange{Domain: d.Domain, Record: d.Name, Time: h.Time, Texts: h.Texts})
 		}
 	}
 	for d, sels := range st.Selectors {

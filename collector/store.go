@@ -74,7 +74,6 @@ type Store struct {
 	opts       Options
 	live       totals
 	reporters  map[reporterKey]*reporterStats // the watchdog's view, live
-	dns        map[dnsKey]*dnsRecord          // as last observed, live
 	selectors  map[string]map[string]struct{} // DKIM selectors seen in reports, per domain
 	identities int                            // report identities in the archive
 	pending    *batch
@@ -113,7 +112,6 @@ func Open(opts Options) (*Store, error) {
 		opts:         opts,
 		live:         totals{},
 		reporters:    map[reporterKey]*reporterStats{},
-		dns:          map[dnsKey]*dnsRecord{},
 		selectors:    map[string]map[string]struct{}{},
 		pending:      newBatch(),
 		reporterSets: map[string]map[string]struct{}{},
@@ -173,9 +171,6 @@ func (s *Store) load() error {
 	if err := s.arc.Selectors(func(sel archive.Selector) {
 		addSelectors(s.selectors, sel.Domain, map[string]struct{}{sel.Selector: {}})
 	}); err != nil {
-		return err
-	}
-	if err := s.loadDNS(); err != nil {
 		return err
 	}
 	if s.identities, err = s.arc.Identities(); err != nil {
@@ -273,9 +268,6 @@ func (s *Store) Commit() error {
 		}
 		live.add(r)
 	}
-	for k, r := range b.dns {
-		s.dns[k] = r
-	}
 	for d, sels := range b.selectors {
 		addSelectors(s.selectors, d, sels)
 	}
@@ -297,7 +289,7 @@ func (s *Store) Commit() error {
 // selectors b adds. s.mu is held.
 func (s *Store) archiveBatch(b *batch) *archive.Batch {
 	ab := &archive.Batch{Forget: b.forget, Aggregates: b.aggregates, TLS: b.tls, Failures: b.failures,
-		Totals: b.totals.byName(), DNSLog: b.dnsLog}
+		Totals: b.totals.byName()}
 	for _, in := range b.inputs {
 		ab.Inputs = append(ab.Inputs, in)
 	}
@@ -318,9 +310,6 @@ func (s *Store) archiveBatch(b *batch) *archive.Batch {
 		for _, sel := range addSelectors(trial, d, sels) {
 			ab.Selectors = append(ab.Selectors, archive.Selector{Domain: d, Selector: sel})
 		}
-	}
-	for k, r := range b.dns {
-		ab.DNS = append(ab.DNS, archive.DNSRecord{Domain: k.domain, Record: k.record, State: r.state()})
 	}
 	return ab
 }

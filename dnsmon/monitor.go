@@ -10,23 +10,18 @@ import (
 	"github.com/dmarc-exporter/dmarc-exporter/dnsclient"
 )
 
-// Sink takes what the monitor observes; collector.Store implements it.
-type Sink interface {
-	ObserveDNS(*Observation)
-	// Selectors are the DKIM selectors seen in a domain's reports.
-	Selectors(domain string) []string
-	Commit() error
-}
-
 // Monitor polls every record of every domain, with a jittered interval so
 // that several exporters do not query in step. It is TTL-aware: a record
 // is asked again after max(Interval, its TTL), since a resolver answers
 // from its cache until the TTL runs out.
 type Monitor struct {
-	Resolver  *dnsclient.Resolver
-	Sink      Sink
-	Domains   []string
-	Selectors map[string][]string // configured DKIM selectors per domain
+	Resolver *dnsclient.Resolver
+	State    *State
+	Domains  []string
+	// Selectors are the configured DKIM selectors per domain; Learned
+	// gives those seen in a domain's reports (nil: none).
+	Selectors map[string][]string
+	Learned   func(domain string) []string
 	Interval  time.Duration
 	Log       *slog.Logger
 
@@ -68,7 +63,7 @@ func (m *Monitor) Round(ctx context.Context) {
 		cancel()
 		// Due a little early, so that a round's jitter does not skip it.
 		m.due[key] = now.Add(max(m.Interval, o.TTL) * 9 / 10)
-		m.Sink.ObserveDNS(o)
+		m.State.Observe(o)
 	}
 	for _, d := range m.Domains {
 		for _, kind := range []string{KindDMARC, KindSPF, KindMTASTS, KindTLSRPT, KindBIMI} {
@@ -78,9 +73,11 @@ func (m *Monitor) Round(ctx context.Context) {
 			observe(d, kind, "")
 		}
 		sels := slices.Clone(m.Selectors[d])
-		for _, s := range m.Sink.Selectors(d) {
-			if !slices.Contains(sels, s) {
-				sels = append(sels, s)
+		if m.Learned != nil {
+			for _, s := range m.Learned(d) {
+				if !slices.Contains(sels, s) {
+					sels = append(sels, s)
+				}
 			}
 		}
 		if len(sels) > maxWatchedSelectors {
@@ -90,7 +87,7 @@ func (m *Monitor) Round(ctx context.Context) {
 			observe(d, KindDKIM, s)
 		}
 	}
-	if err := m.Sink.Commit(); err != nil && m.Log != nil {
+	if err := m.State.Save(); err != nil && m.Log != nil {
 		m.Log.Error("save DNS observations", "err", err)
 	}
 }

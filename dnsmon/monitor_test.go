@@ -2,33 +2,29 @@ package dnsmon
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 )
-
-// countingSink records what the monitor hands on.
-type countingSink struct{ seen []string }
-
-func (c *countingSink) ObserveDNS(o *Observation) { c.seen = append(c.seen, o.Name()) }
-func (c *countingSink) Selectors(string) []string { return []string{"s2048"} }
-func (c *countingSink) Commit() error             { return nil }
 
 // TestMonitorRounds: a round observes every record, DKIM selectors learned
 // from reports included; a record is not asked again before max(interval,
 // its TTL).
 func TestMonitorRounds(t *testing.T) {
-	sink := &countingSink{}
-	m := &Monitor{Resolver: testResolver(t), Sink: sink, Domains: []string{"good.example.test"},
-		Selectors: map[string][]string{"good.example.test": {"old"}}, Interval: time.Minute}
+	now := time.Now()
+	state := testState(t, t.TempDir(), func() time.Time { return now })
+	m := &Monitor{Resolver: testResolver(t), State: state, Domains: []string{"good.example.test"},
+		Selectors: map[string][]string{"good.example.test": {"old"}}, Interval: time.Minute,
+		Learned: func(string) []string { return []string{"s2048"} }}
 	m.Round(context.Background())
-	want := "[dmarc spf mta-sts tlsrpt bimi dkim:old dkim:s2048]"
-	if got := fmtList(sink.seen); got != want {
+	want := "[bimi dkim:old dkim:s2048 dmarc mta-sts spf tlsrpt]"
+	if got := fmtList(checkedAt(state, now)); got != want {
 		t.Fatalf("first round observed %s, want %s", got, want)
 	}
-	sink.seen = nil
+	now = now.Add(time.Minute)
 	m.Round(context.Background())
-	if len(sink.seen) != 0 {
-		t.Fatalf("records asked again within their TTL (300s): %v", sink.seen)
+	if again := checkedAt(state, now); len(again) != 0 {
+		t.Fatalf("records asked again within their TTL (300s): %v", again)
 	}
 }
 
@@ -41,4 +37,18 @@ func fmtList(s []string) string {
 		out += v
 	}
 	return out + "]"
+}
+
+// checkedAt lists the records last checked at now, sorted.
+func checkedAt(s *State, now time.Time) []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []string
+	for k, r := range s.records {
+		if r.Checked == now.Unix() {
+			out = append(out, k.record)
+		}
+	}
+	slices.Sort(out)
+	return out
 }

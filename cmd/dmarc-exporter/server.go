@@ -1,0 +1,301 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/common/version"
+	"github.com/prometheus/exporter-toolkit/web"
+
+	"github.com/dmarc-exporter/dmarc-exporter/archive"
+	"github.com/dmarc-exporter/dmarc-exporter/collector"
+	"github.com/dmarc-exporter/dmarc-exporter/config"
+	"github.com/dmarc-exporter/dmarc-exporter/dnsclient"
+	"github.com/dmarc-exporter/dmarc-exporter/dnsmon"
+	"github.com/dmarc-exporter/dmarc-exporter/enrich"
+	"github.com/dmarc-exporter/dmarc-exporter/report"
+	"github.com/dmarc-exporter/dmarc-exporter/source"
+)
+
+// server is a running exporter: the archive and what is loaded from it
+// (the counters, the DNS monitor's state), the jobs of the current
+// configuration (sources, DNS monitor, retention), and the HTTP routes.
+type server struct {
+	cmd      *serveCmd
+	log      *slog.Logger
+	reg      *prometheus.Registry
+	resolver *dnsclient.Resolver // nil: no DNS monitor, no source names
+	arc      *archive.Archive
+	store    *collector.Store
+	dns      *dnsmon.State
+
+	enrichMetrics *enrich.Metrics
+	databases     *enrich.DatabaseCollector
+	sources       *source.Metrics
+	reloadOK      prometheus.Gauge
+	reloadTime    prometheus.Gauge
+
+	reloadMu sync.Mutex // one reload at a time
+	jobs     jobs
+}
+
+// newServer opens the archive and loads what the exporter knows from it.
+func newServer(c *serveCmd, cfg *config.Config, resolvers []string, log *slog.Logger) (*server, error) {
+	s := &server{cmd: c, log: log, reg: prometheus.NewRegistry()}
+	s.reg.MustRegister(
+		versioncollector.NewCollector("dmarc_exporter"),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	var err error
+	if s.resolver, err = newResolver(resolvers); err != nil {
+		log.Warn("no DNS resolver: the DNS monitor and source names are off", "err", err)
+	}
+	s.enrichMetrics = enrich.NewMetrics(s.reg)
+	s.databases = &enrich.DatabaseCollector{}
+	s.reg.MustRegister(s.databases)
+	enricher, dbs, err := buildEnricher(cfg.Senders, s.resolver, s.enrichMetrics, log)
+	if err != nil {
+		return nil, fmt.Errorf("configuration: %w", err)
+	}
+	s.databases.Set(dbs)
+	if s.arc, err = archive.Open(*c.storagePath); err != nil {
+		return nil, err
+	}
+	s.store, err = collector.Open(collector.Options{
+		Archive:           s.arc,
+		Dir:               *c.storagePath,
+		Domains:           cfg.Domains,
+		Sources:           cfg.SourceNames(),
+		Limits:            cfg.Limits,
+		DedupRetention:    time.Duration(cfg.State.DedupRetention),
+		ReportLimits:      report.DefaultLimits(),
+		MaxRawBytes:       cfg.Archive.RawLimit(),
+		FailureSamples:    cfg.FailureSamples,
+		ExpectedReporters: cfg.ExpectedReporters,
+		NewSeriesDelay:    *c.newSeriesDelay,
+		Enricher:          enricher,
+		Logger:            log,
+	})
+	if err != nil {
+		s.arc.Close()
+		return nil, err
+	}
+	if s.dns, err = dnsmon.LoadState(s.arc, nil, log); err != nil {
+		s.arc.Close()
+		return nil, err
+	}
+	s.dns.SetDomains(cfg.Domains)
+	// The store is served by collector.Handler, after the registry.
+	s.reg.MustRegister(s.dns)
+	s.sources = source.NewMetrics(s.reg)
+	s.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "dmarc_exporter_config_last_reload_successful",
+		Help: "Whether the last configuration reload succeeded (1) or not (0).",
+	})
+	s.reloadTime = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "dmarc_exporter_config_last_reload_success_timestamp_seconds",
+		Help: "When the configuration was last loaded successfully.",
+	})
+	s.reg.MustRegister(s.reloadOK, s.reloadTime)
+	s.reloadOK.Set(1)
+	s.reloadTime.SetToCurrentTime()
+	return s, nil
+}
+
+// close closes the archive.
+func (s *server) close() { s.arc.Close() }
+
+// run starts the jobs of cfg and serves HTTP until ctx is done, then
+// saves what is pending; it returns the exit status.
+func (s *server) run(ctx context.Context, cfg *config.Config) int {
+	s.jobs.start(ctx, s, cfg)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			_ = s.reload(ctx)
+		}
+	}()
+	mux, err := s.routes(ctx)
+	if err != nil {
+		s.log.Error("routes", "err", err)
+		return 1
+	}
+	httpServer := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 2 * time.Minute}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- web.ListenAndServe(httpServer, s.cmd.webFlags, s.log) }()
+	status := 0
+	select {
+	case <-ctx.Done():
+		s.log.Info("shutting down")
+	case err := <-serveErr:
+		s.log.Error("serve", "err", err)
+		status = 1
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = httpServer.Shutdown(shutdownCtx)
+	s.jobs.stop()
+	if err := s.store.Commit(); err != nil {
+		s.log.Error("save to the archive", "err", err)
+		status = 1
+	}
+	return status
+}
+
+// reload applies the configuration file again; on error the running
+// configuration stays, and the reload gauge says so.
+func (s *server) reload(ctx context.Context) error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	cfg, err := s.cmd.loadConfig()
+	var enricher *enrich.Enricher
+	var dbs map[string]*enrich.DB
+	if err == nil {
+		enricher, dbs, err = buildEnricher(cfg.Senders, s.resolver, s.enrichMetrics, s.log)
+	}
+	if err != nil {
+		s.reloadOK.Set(0)
+		s.log.Error("reload: keeping the running configuration", "err", err)
+		return err
+	}
+	s.store.SetEnricher(enricher)
+	s.databases.Set(dbs)
+	s.store.SetConfig(cfg.Domains, cfg.SourceNames(), cfg.Limits, time.Duration(cfg.State.DedupRetention), cfg.FailureSamples,
+		cfg.ExpectedReporters, cfg.Archive.RawLimit())
+	s.dns.SetDomains(cfg.Domains)
+	s.jobs.start(ctx, s, cfg)
+	s.reloadOK.Set(1)
+	s.reloadTime.SetToCurrentTime()
+	s.log.Info("configuration reloaded")
+	return nil
+}
+
+// routes are the HTTP endpoints.
+func (s *server) routes(ctx context.Context) (*http.ServeMux, error) {
+	mux := http.NewServeMux()
+	telemetry := *s.cmd.telemetryPath
+	mux.Handle(telemetry, collector.Handler(s.reg, s.store, s.log))
+	mux.Handle("/failure-samples", collector.SamplesHandler(s.store))
+	mux.Handle("/dns-timeline", s.dns.TimelineHandler())
+	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "Healthy") })
+	mux.HandleFunc("/-/ready", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "Ready") })
+	mux.HandleFunc("/-/reload", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", http.MethodPost)
+			http.Error(w, "use POST", http.StatusMethodNotAllowed)
+			return
+		}
+		if err := s.reload(ctx); err != nil {
+			http.Error(w, "reload failed: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprintln(w, "Reloaded")
+	})
+	if telemetry != "/" {
+		landing, err := web.NewLandingPage(web.LandingConfig{
+			Name:        "DMARC Exporter",
+			Description: "Prometheus exporter for DMARC aggregate reports",
+			Version:     version.Info(),
+			Links: []web.LandingLinks{
+				{Address: telemetry, Text: "Metrics"},
+				{Address: "/failure-samples", Text: "Failure report samples", Description: "recent failure reports, redacted (JSON; empty unless failure_samples is set)"},
+				{Address: "/dns-timeline", Text: "DNS timeline", Description: "the latest changes of the watched DNS records (JSON)"},
+				{Address: "/-/healthy", Text: "Health"},
+			},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("landing page: %w", err)
+		}
+		mux.Handle("/", landing)
+	}
+	return mux, nil
+}
+
+// jobs run the background work of the current configuration: its sources,
+// the DNS monitor and the archive's retention; start replaces those of the
+// previous configuration.
+type jobs struct {
+	mu     sync.Mutex
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func (j *jobs) start(ctx context.Context, s *server, cfg *config.Config) {
+	j.stop()
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	ctx, j.cancel = context.WithCancel(ctx)
+	j.goRun(func() { expire(ctx, s.arc, time.Duration(cfg.Archive.Retention), s.log) })
+	if s.resolver != nil && len(cfg.Domains) > 0 && *cfg.DNS.Interval > 0 {
+		mon := &dnsmon.Monitor{Resolver: s.resolver, State: s.dns, Domains: cfg.Domains, Selectors: cfg.DNS.DKIMSelectors,
+			Learned: s.store.Selectors, Interval: time.Duration(*cfg.DNS.Interval), Log: s.log}
+		j.goRun(func() { mon.Run(ctx) })
+	}
+	for _, d := range cfg.Directories {
+		dir := source.NewDir(d, s.store, s.sources, s.log)
+		j.goRun(func() {
+			if err := dir.Run(ctx); err != nil {
+				s.log.Error("source stopped", "input", d.Name, "err", err)
+			}
+		})
+	}
+	for _, m := range cfg.IMAP {
+		mbox := source.NewIMAP(m, s.store, s.sources, s.log)
+		j.goRun(func() { mbox.Run(ctx) })
+	}
+}
+
+func (j *jobs) goRun(fn func()) {
+	j.wg.Add(1)
+	go func() {
+		defer j.wg.Done()
+		fn()
+	}()
+}
+
+func (j *jobs) stop() {
+	j.mu.Lock()
+	cancel := j.cancel
+	j.cancel = nil
+	j.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	j.wg.Wait()
+}
+
+// expireEvery is how often reports past archive.retention are deleted.
+const expireEvery = time.Hour
+
+// expire deletes the reports past the retention from the archive, at start
+// and every expireEvery, until ctx is done.
+func expire(ctx context.Context, arc *archive.Archive, retention time.Duration, log *slog.Logger) {
+	for {
+		n, err := arc.Expire(ctx, time.Now().Add(-retention))
+		switch {
+		case err != nil && ctx.Err() == nil:
+			log.Error("archive retention", "err", err)
+		case n > 0:
+			log.Info("archive retention: reports deleted", "reports", n, "retention", model.Duration(retention))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(expireEvery):
+		}
+	}
+}
