@@ -59,7 +59,8 @@ fuzz:
 	$(GO) test ./enrich -run '^$$' -fuzz '^FuzzRegistrableDomain$$' -fuzztime $(FUZZTIME)
 
 bench:
-	$(GO) test ./report ./collector ./enrich ./source -run '^$$' -bench . -benchmem
+	$(GO) test ./report ./collector ./enrich ./source -run '^$$' -bench . -benchmem -benchtime 1x -timeout 1h
+	$(GO) test ./cmd/dmarc-exporter -run '^$$' -bench BenchmarkStart -benchtime 2x -timeout 1h
 
 docker:
 	docker build -t dmarc-exporter .

@@ -47,6 +47,8 @@ type Archive struct {
 	// w is the one writing connection; r a pool of readers, which WAL
 	// lets read while w writes.
 	w, r *sql.DB
+	// Reads made for every input, prepared once.
+	inputStmt, knownStmt *sql.Stmt
 }
 
 // Open opens the archive under dir, creating dir and the database when
@@ -64,13 +66,19 @@ func Open(dir string) (*Archive, error) {
 		a.Close()
 		return nil, fmt.Errorf("archive %s: %w", path, err)
 	}
+	if err := a.prepare(); err != nil {
+		a.Close()
+		return nil, fmt.Errorf("archive %s: %w", path, err)
+	}
 	return a, nil
 }
 
 func openPath(path string) (*Archive, error) {
 	dsn := func(readOnly bool) string {
 		q := url.Values{}
-		for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "foreign_keys(1)", "busy_timeout(10000)"} {
+		// A 32 MiB page cache: the indexes of report identities are keyed
+		// by hashes, so their pages are touched at random.
+		for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "foreign_keys(1)", "busy_timeout(10000)", "cache_size(-32768)"} {
 			q.Add("_pragma", p)
 		}
 		if readOnly {
@@ -98,11 +106,27 @@ func openPath(path string) (*Archive, error) {
 	return &Archive{path: path, w: w, r: r}, nil
 }
 
+// prepare prepares the reads made for every input, once the schema is
+// there.
+func (a *Archive) prepare() error {
+	var err error
+	if a.inputStmt, err = a.r.Prepare("SELECT source, mark, refused, reason, error, read_at FROM inputs WHERE path = ?"); err != nil {
+		return err
+	}
+	a.knownStmt, err = a.r.Prepare("SELECT 1 FROM report_identities WHERE identity = ?")
+	return err
+}
+
 // Path is the database file.
 func (a *Archive) Path() string { return a.path }
 
 // Close closes the database.
 func (a *Archive) Close() error {
+	for _, st := range []*sql.Stmt{a.inputStmt, a.knownStmt} {
+		if st != nil {
+			st.Close()
+		}
+	}
 	return errors.Join(a.r.Close(), a.w.Close())
 }
 

@@ -21,14 +21,19 @@ func (a *Archive) Totals(fn func(family, labels string, value uint64)) error {
 		return fmt.Errorf("archive: totals: %w", err)
 	}
 	defer rows.Close()
-	var family string
-	var labels []byte
+	var family, labels sql.RawBytes
 	var v int64
+	names := map[string]string{} // one string per family name
 	for rows.Next() {
 		if err := rows.Scan(&family, &labels, &v); err != nil {
 			return fmt.Errorf("archive: totals: %w", err)
 		}
-		fn(family, string(labels), uint64(v))
+		name, ok := names[string(family)]
+		if !ok {
+			name = string(family)
+			names[name] = name
+		}
+		fn(name, string(labels), uint64(v))
 	}
 	return rows.Err()
 }
@@ -58,8 +63,7 @@ func (a *Archive) Reporters(fn func(Reporter)) error {
 func (a *Archive) Input(path string) (Input, bool, error) {
 	in := Input{Path: path}
 	var read int64
-	err := a.r.QueryRow("SELECT source, mark, refused, reason, error, read_at FROM inputs WHERE path = ?", path).
-		Scan(&in.Source, &in.Mark, &in.Refused, &in.Reason, &in.Error, &read)
+	err := a.inputStmt.QueryRow(path).Scan(&in.Source, &in.Mark, &in.Refused, &in.Reason, &in.Error, &read)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Input{}, false, nil
 	}
@@ -93,7 +97,7 @@ func (a *Archive) InputsUnder(prefix string) ([]string, error) {
 // Known reports whether a report identity is remembered.
 func (a *Archive) Known(identity string) (bool, error) {
 	var one int
-	err := a.r.QueryRow("SELECT 1 FROM report_identities WHERE identity = ?", identity).Scan(&one)
+	err := a.knownStmt.QueryRow(identity).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"io"
+	"sync"
 )
 
 // rawCapture keeps the bytes of a report as the parser reads them, up to
@@ -44,8 +45,17 @@ func (c *rawCapture) compressed() []byte {
 		return nil
 	}
 	var out bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&out, gzip.BestSpeed) // the level is valid
-	zw.Write(c.buf.Bytes())                            // writes to memory do not fail
+	zw := gzipWriters.Get().(*gzip.Writer)
+	defer gzipWriters.Put(zw)
+	zw.Reset(&out)
+	zw.Write(c.buf.Bytes()) // writes to memory do not fail
 	zw.Close()
 	return out.Bytes()
 }
+
+// gzipWriters are reused: a new gzip.Writer allocates and clears about a
+// megabyte, many times the cost of compressing a typical report.
+var gzipWriters = sync.Pool{New: func() any {
+	zw, _ := gzip.NewWriterLevel(nil, gzip.BestSpeed) // the level is valid
+	return zw
+}}

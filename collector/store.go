@@ -155,7 +155,7 @@ func (s *Store) load() error {
 			m = map[string]uint64{}
 			s.live[f] = m
 		}
-		m[strings.Clone(key)] = v
+		m[key] = v
 	})
 	if err != nil {
 		return err
@@ -289,7 +289,7 @@ func (s *Store) Commit() error {
 // selectors b adds. s.mu is held.
 func (s *Store) archiveBatch(b *batch) *archive.Batch {
 	ab := &archive.Batch{Forget: b.forget, Aggregates: b.aggregates, TLS: b.tls, Failures: b.failures,
-		Totals: b.totals.byName()}
+		Totals: s.increments(b.totals)}
 	for _, in := range b.inputs {
 		ab.Inputs = append(ab.Inputs, in)
 	}
@@ -312,6 +312,25 @@ func (s *Store) archiveBatch(b *batch) *archive.Batch {
 		}
 	}
 	return ab
+}
+
+// increments are the totals of a batch as the archive writes them: a zero
+// increment, which creates a series, only for a series not live yet.
+// s.mu is held.
+func (s *Store) increments(t totals) map[string]map[string]uint64 {
+	out := make(map[string]map[string]uint64, len(t))
+	for f, series := range t {
+		m := make(map[string]uint64, len(series))
+		for k, v := range series {
+			if v > 0 || !s.live.has(f, k) {
+				m[k] = v
+			}
+		}
+		if len(m) > 0 {
+			out[f.name] = m
+		}
+	}
+	return out
 }
 
 // PruneFiles forgets the read marks of the inputs below root that are no
