@@ -1,7 +1,6 @@
 package collector
 
 import (
-	"bytes"
 	"io"
 	"strconv"
 	"strings"
@@ -233,11 +232,12 @@ func (s *Store) WriteText(w io.Writer) error { return s.writeText(w, false) }
 // OpenMetrics 1.0 (a counter's family is named without _total; the caller
 // writes the final # EOF).
 //
-// The text is rendered into memory under the read lock and written after
-// it is released, so that a slow scraper does not hold up ingestion.
+// The text is rendered into memory under the read lock and written out as
+// it is rendered, and after (spool.go).
 func (s *Store) writeText(w io.Writer, openMetrics bool) error {
-	var buf bytes.Buffer
-	buf.Grow(int(s.lastTextSize.Load()) + 4096) // one allocation, not a doubling series
+	buf := newSpool(&s.textBlocks)
+	drained := make(chan error, 1)
+	go func() { drained <- buf.drain(w) }()
 	var line []byte
 	var current *family
 	seen := map[*family]bool{}
@@ -256,7 +256,7 @@ func (s *Store) writeText(w io.Writer, openMetrics bool) error {
 						name = strings.TrimSuffix(name, "_total")
 					}
 				}
-				buf.WriteString("# HELP " + name + " " + help + "\n# TYPE " + name + " " + typ + "\n")
+				io.WriteString(buf, "# HELP "+name+" "+help+"\n# TYPE "+name+" "+typ+"\n")
 			}
 		}
 		line = append(line[:0], f.name...)
@@ -279,9 +279,8 @@ func (s *Store) writeText(w io.Writer, openMetrics bool) error {
 		line = append(line, '\n')
 		buf.Write(line)
 	})
-	s.lastTextSize.Store(int64(buf.Len()))
-	_, err := buf.WriteTo(w)
-	return err
+	buf.close()
+	return <-drained
 }
 
 // appendLabelValue appends a label value escaped as the text format wants:

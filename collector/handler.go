@@ -51,8 +51,12 @@ func Handler(reg prometheus.Gatherer, store *Store, log *slog.Logger) http.Handl
 		if acceptsGzip(r.Header.Get("Accept-Encoding")) {
 			w.Header().Set("Content-Encoding", "gzip")
 			w.Header().Add("Vary", "Accept-Encoding")
-			gz, _ := gzip.NewWriterLevel(w, gzip.BestSpeed) // the level is valid
-			defer gz.Close()
+			gz := gzipWriters.Get().(*gzip.Writer)
+			gz.Reset(w)
+			defer func() {
+				gz.Close()
+				gzipWriters.Put(gz)
+			}()
 			out = gz
 		}
 		bw := bufio.NewWriterSize(out, 64<<10)

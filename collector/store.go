@@ -16,7 +16,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/dmarc-exporter/dmarc-exporter/archive"
@@ -88,7 +87,7 @@ type Store struct {
 	sourceSeries                             map[string]int
 	lastExpiry                               time.Time // of report identities
 
-	lastTextSize atomic.Int64 // size of the last /metrics text, to size the next
+	textBlocks blocks // the memory of past /metrics texts, for the next
 
 	// Health of the archive writes, guarded by mu.
 	lastSave   time.Time
