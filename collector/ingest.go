@@ -12,6 +12,7 @@ import (
 
 	"github.com/dmarc-exporter/dmarc-exporter/archive"
 	"github.com/dmarc-exporter/dmarc-exporter/config"
+	"github.com/dmarc-exporter/dmarc-exporter/enrich"
 	"github.com/dmarc-exporter/dmarc-exporter/report"
 )
 
@@ -94,8 +95,22 @@ type parseOptions struct {
 	maxRaw int
 }
 
-// parseFile reads every report of one input. It fails as a whole when any
-// part fails, so that a file is counted entirely or not at all.
+// readInput is where an input becomes reports to count, with no Store and
+// no lock: every report of r, and, with an enricher, the identity of the
+// sources of the aggregate reports want says will be counted (nil: all).
+// It fails as a whole when any part fails, so that a file is counted
+// entirely or not at all. Store.IngestFile stages what it returns, and
+// dmarc-exporter parse --format=counted prints it (ReadInput).
+func readInput(r io.Reader, opts parseOptions, e *enrich.Enricher, want func(*parsedReport) (bool, error)) (*parsedFile, error) {
+	opts.withSources = e != nil
+	parsed, err := parseFile(r, opts)
+	if err != nil || e == nil {
+		return parsed, err
+	}
+	return parsed, enrichReports(e, parsed, opts.labelLength, want)
+}
+
+// parseFile reads every report of one input.
 func parseFile(r io.Reader, opts parseOptions) (*parsedFile, error) {
 	out := &parsedFile{}
 	lim, labelLength, withSources := opts.limits, opts.labelLength, opts.withSources
@@ -294,14 +309,10 @@ func (s *Store) IngestFile(source, path, mark string, r io.Reader) error {
 	s.mu.RLock()
 	labelLength, enricher, maxRaw := s.opts.Limits.LabelLength, s.opts.Enricher, s.opts.MaxRawBytes
 	s.mu.RUnlock()
-	parsed, err := parseFile(r, parseOptions{limits: s.opts.ReportLimits, labelLength: labelLength, withSources: enricher != nil, maxRaw: maxRaw})
+	parsed, err := readInput(r, parseOptions{limits: s.opts.ReportLimits, labelLength: labelLength, maxRaw: maxRaw},
+		enricher, s.mayCount)
 	if errors.Is(err, report.ErrRead) {
 		return err
-	}
-	if err == nil && enricher != nil {
-		if err := s.enrichFile(enricher, parsed, labelLength); err != nil {
-			return err
-		}
 	}
 
 	s.mu.Lock()

@@ -40,12 +40,22 @@ func (s *Store) knownID(id string) (bool, error) {
 	return s.arc.Known(id)
 }
 
+// tlsIdentity is the dedup key of an SMTP TLS report.
+func tlsIdentity(r *report.TLSReport) string {
+	return dedupKey("smtp_tls:"+reporterIdentity(r.ContactInfo, r.OrganizationName), r.ReportID, r.Begin, r.End, "")
+}
+
+// failureIdentity is the dedup key of a failure report.
+func failureIdentity(f *report.FailureReport) string {
+	return dedupKey("failure:"+reporterIdentity(f.Reporter, ""), f.Identity, time.Time{}, time.Time{}, f.Domain())
+}
+
 // stageTLS adds an SMTP TLS report: per policy, its domain's session
 // counts from the summary and failed sessions by result type. s.mu is held.
 func (s *Store) stageTLS(in *input, t parsedTLS, now time.Time, labelLength int) error {
 	r := t.TLSReport
 	name := ReporterName(r.ContactInfo, r.OrganizationName, labelLength)
-	id := dedupKey("smtp_tls:"+reporterIdentity(r.ContactInfo, r.OrganizationName), r.ReportID, r.Begin, r.End, "")
+	id := tlsIdentity(r)
 	dup, err := s.seenID(in.b, id, now)
 	if err != nil {
 		return err
@@ -102,7 +112,7 @@ func (s *Store) stageFailure(in *input, f *report.FailureReport, now time.Time, 
 	}
 	rk := reporterKey{domain, s.reporterLabel(in.b, domain, ReporterName(f.Reporter, "", labelLength))}
 	in.b.totals.add(failureDuplicatesFamily, 0, rk.domain, rk.reporter)
-	id := dedupKey("failure:"+reporterIdentity(f.Reporter, ""), f.Identity, time.Time{}, time.Time{}, f.Domain())
+	id := failureIdentity(f)
 	dup, err := s.seenID(in.b, id, now)
 	if err != nil {
 		return err

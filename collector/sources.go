@@ -50,19 +50,21 @@ type sourceRecord struct {
 	facts              enrich.Facts
 }
 
-// enrichFile identifies the sources of the reports of a file that will
-// be counted: not those for a domain that is not monitored, nor those
-// already counted (a hostile sender's forged or repeated reports cost no
-// lookups).
-func (s *Store) enrichFile(e *enrich.Enricher, parsed *parsedFile, labelLength int) error {
+// enrichReports identifies the sources of the aggregate reports of an
+// input that will be counted (want; nil: all): not those for a domain
+// that is not monitored, nor those already counted, so that a hostile
+// sender's forged or repeated reports cost no lookups.
+func enrichReports(e *enrich.Enricher, parsed *parsedFile, labelLength int, want func(*parsedReport) (bool, error)) error {
 	for _, p := range parsed.aggregates {
 		if p.records == nil {
 			continue
 		}
-		if ok, err := s.mayCount(p); err != nil {
-			return fmt.Errorf("%w: %w", report.ErrRead, err)
-		} else if !ok {
-			continue
+		if want != nil {
+			if ok, err := want(p); err != nil {
+				return fmt.Errorf("%w: %w", report.ErrRead, err)
+			} else if !ok {
+				continue
+			}
 		}
 		var ids map[netip.Addr]enrich.Identity
 		p.sources, ids = enrichRecords(e, p.policyDomain, p.records, labelLength)

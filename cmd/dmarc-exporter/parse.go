@@ -41,8 +41,8 @@ func newParseCmd(app *kingpin.Application) *parseCmd {
 	c.configFile = c.cmd.Flag("config", "With --enrich: the exporter's configuration file, for its senders section (databases, trust).").String()
 	c.asnDB = c.cmd.Flag("asn-database", "With --enrich: a MaxMind-format ASN database.").String()
 	c.countryDB = c.cmd.Flag("country-database", "With --enrich: a MaxMind-format country database.").String()
-	c.format = c.cmd.Flag("format", "json: one JSON object per report, with its records; summary: one tab-separated line per report (input, kind, reporter, report id, domain, begin, end, totals).").
-		Default("json").Enum("json", "summary")
+	c.format = c.cmd.Flag("format", "json: one JSON object per report, with its records; summary: one tab-separated line per report (input, kind, reporter, report id, domain, begin, end, totals); counted: one JSON object per report with what the exporter counts of it (its identity and counter increments).").
+		Default("json").Enum("json", "summary", "counted")
 	return c
 }
 
@@ -86,7 +86,7 @@ func (c *parseCmd) run(resolvers []string, stdout, stderr io.Writer) int {
 	defer out.Flush()
 	for _, arg := range *c.files {
 		err := forEachFile(arg, func(name string) {
-			if err := parseFile(name, lim, enr, *c.format == "summary", out); err != nil {
+			if err := parseFile(name, lim, enr, *c.format, out); err != nil {
 				out.Flush() // the lines of the files before, then the error
 				fmt.Fprintf(stderr, "%s: %v\n", name, err)
 				status = 1
@@ -124,12 +124,16 @@ func forEachFile(name string, fn func(string)) error {
 
 // parseFile writes the NDJSON lines of one file to out, or nothing and an
 // error.
-func parseFile(name string, lim report.Limits, enr *enrich.Enricher, summary bool, out io.Writer) error {
+func parseFile(name string, lim report.Limits, enr *enrich.Enricher, format string, out io.Writer) error {
 	f, err := os.Open(name)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
+	if format == "counted" {
+		return writeCounted(out, name, f, lim, enr)
+	}
+	summary := format == "summary"
 	buf := newSpillBuffer(8 << 20)
 	defer buf.Close()
 	err = report.Walk(f, lim, func(doc report.Document) error {
@@ -426,4 +430,22 @@ func (b *spillBuffer) Close() error {
 		return nil
 	}
 	return errors.Join(b.file.Close())
+}
+
+// writeCounted writes what the exporter counts of each report of a file,
+// read as ingest reads it (collector.ReadInput), one JSON object a line.
+func writeCounted(w io.Writer, name string, r io.Reader, lim report.Limits, enr *enrich.Enricher) error {
+	reports, err := collector.ReadInput(r, lim, config.DefaultLabelLength, enr)
+	if err != nil {
+		return err
+	}
+	for _, c := range reports {
+		if err := writeLine(w, struct {
+			File string `json:"file"`
+			collector.Counted
+		}{name, c}); err != nil {
+			return err
+		}
+	}
+	return nil
 }

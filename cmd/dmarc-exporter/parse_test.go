@@ -247,3 +247,52 @@ func TestParseSummary(t *testing.T) {
 		t.Errorf("%d summary lines, %d JSON lines; totals differ: %v", len(got), len(want), !slices.Equal(got, want))
 	}
 }
+
+// TestParseCounted: parse --format=counted prints what the exporter
+// counts: over the corpus, its reports (duplicates once) and messages per
+// disposition add up to what the exporter serves.
+func TestParseCounted(t *testing.T) {
+	dir := filepath.Join(testdata, "corpus/aggregate")
+	var out, errOut bytes.Buffer
+	run([]string{"parse", "--format=counted", dir}, &out, &errOut)
+	want := map[string]float64{}
+	seen := map[string]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		var c struct {
+			Identity string
+			Series   []struct {
+				Metric string
+				Labels map[string]string
+				Value  float64
+			}
+		}
+		if err := json.Unmarshal([]byte(line), &c); err != nil {
+			t.Fatal(err)
+		}
+		if seen[c.Identity] {
+			continue // a duplicate: counted once
+		}
+		seen[c.Identity] = true
+		for _, s := range c.Series {
+			want[s.Metric+" "+s.Labels["disposition"]] += s.Value
+		}
+	}
+	e := startExporter(t, "--source.dir="+dir, "--storage.path="+t.TempDir(), "--metrics.new-series-delay=0s")
+	e.waitScans(1, dir)
+	got := map[string]float64{}
+	mfs := e.families()
+	for _, name := range []string{"dmarc_reports_total", "dmarc_messages_total", "dmarc_records_invalid_total", "dmarc_policy_override_messages_total"} {
+		for _, m := range mfs[name].GetMetric() {
+			disposition := ""
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "disposition" {
+					disposition = l.GetValue()
+				}
+			}
+			got[name+" "+disposition] += value(m)
+		}
+	}
+	if !reflect.DeepEqual(got, want) || want["dmarc_reports_total "] < 50 {
+		t.Errorf("the exporter counts %v, parse --format=counted says %v", got, want)
+	}
+}
