@@ -325,23 +325,31 @@ func (s *Store) IngestFile(source, path, mark string, r io.Reader) error {
 	// Staged into a batch of its own first, so that an archive read error
 	// halfway leaves nothing of the file behind.
 	in := &input{source: source, path: path, b: newBatch()}
-	stages := []func() error{}
-	for _, p := range parsed.aggregates {
-		stages = append(stages, func() error { return s.stage(in, p, now) })
-	}
-	for _, t := range parsed.tls {
-		stages = append(stages, func() error { return s.stageTLS(in, t, now, labelLength) })
-	}
-	for _, f := range parsed.failures {
-		stages = append(stages, func() error { return s.stageFailure(in, f, now, labelLength) })
-	}
-	for _, stage := range stages {
-		if err := stage(); err != nil {
-			return fmt.Errorf("%w: %w", report.ErrRead, err)
-		}
+	if err := s.stageAll(in, parsed, now, labelLength); err != nil {
+		return fmt.Errorf("%w: %w", report.ErrRead, err)
 	}
 	in.b.inputs[path] = archive.Input{Path: path, Source: source, Mark: mark, Read: now}
 	s.pending.merge(in.b)
+	return nil
+}
+
+// stageAll stages every report of an input. s.mu is held.
+func (s *Store) stageAll(in *input, parsed *parsedFile, now time.Time, labelLength int) error {
+	for _, p := range parsed.aggregates {
+		if err := s.stage(in, p, now); err != nil {
+			return err
+		}
+	}
+	for _, t := range parsed.tls {
+		if err := s.stageTLS(in, t, now, labelLength); err != nil {
+			return err
+		}
+	}
+	for _, f := range parsed.failures {
+		if err := s.stageFailure(in, f, now, labelLength); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
