@@ -12,7 +12,7 @@ RUN CGO_ENABLED=0 go build -trimpath \
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/dmarc-exporter /bin/dmarc-exporter
-# The state directory, writable by the nonroot user (65532).
+# The archive's directory (dmarc.db), writable by the nonroot user (65532).
 COPY --from=build --chown=65532:65532 /out/data /data
 USER nonroot:nonroot
 EXPOSE 10037
