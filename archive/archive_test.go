@@ -2,6 +2,7 @@ package archive
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -169,5 +170,29 @@ func TestReadOnlyDirectory(t *testing.T) {
 	os.WriteFile(dir, nil, 0o644)
 	if _, err := Open(dir); err == nil || !strings.Contains(err.Error(), dir) {
 		t.Fatalf("archive under a file: %v", err)
+	}
+}
+
+// TestExpireIdentities: identities first seen before the cutoff go, and
+// the oldest beyond the maximum; the rest stay.
+func TestExpireIdentities(t *testing.T) {
+	a := openTest(t, t.TempDir())
+	b := &Batch{}
+	for i := range 10 {
+		b.Identities = append(b.Identities, Identity{ID: fmt.Sprint("id", i), FirstSeen: time.Unix(int64(1000+i), 0)})
+	}
+	if err := a.Apply(b); err != nil {
+		t.Fatal(err)
+	}
+	// id0 and id1 are past the cutoff; of the eight left, the five newest stay.
+	n, err := a.ExpireIdentities(time.Unix(1002, 0), 5)
+	if err != nil || n != 5 {
+		t.Fatalf("expired %d (%v), want 5", n, err)
+	}
+	for i := range 10 {
+		known, _ := a.Known(fmt.Sprint("id", i))
+		if want := i >= 5; known != want {
+			t.Errorf("id%d known %v, want %v", i, known, want)
+		}
 	}
 }

@@ -248,12 +248,12 @@ func (s *Store) Commit() error {
 
 	err := s.arc.Apply(ab)
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.committing = nil
 	if err != nil {
 		b.merge(s.pending) // older first
 		s.pending = b
 		s.saveErrors++
+		s.mu.Unlock()
 		return err
 	}
 	now := s.opts.Now()
@@ -272,12 +272,22 @@ func (s *Store) Commit() error {
 	}
 	s.identities += len(b.ids)
 	s.lastSave = now
-	if now.Sub(s.lastExpiry) >= time.Hour {
+	expire := now.Sub(s.lastExpiry) >= time.Hour
+	if expire {
 		s.lastExpiry = now
-		if _, err := s.arc.ExpireIdentities(now.Add(-s.opts.DedupRetention), s.opts.MaxDedupKeys); err != nil {
+	}
+	cutoff, maxKeys := now.Add(-s.opts.DedupRetention), s.opts.MaxDedupKeys
+	s.mu.Unlock()
+
+	// Report identities past state.dedup_retention, hourly, without the
+	// lock: scrapes and ingest go on meanwhile.
+	if expire {
+		if _, err := s.arc.ExpireIdentities(cutoff, maxKeys); err != nil {
 			s.opts.Logger.Warn("expire report identities", "err", err)
 		} else if n, err := s.arc.Identities(); err == nil {
+			s.mu.Lock()
 			s.identities = n
+			s.mu.Unlock()
 		}
 	}
 	return nil
