@@ -516,8 +516,10 @@ func TestSourceCaps(t *testing.T) {
 		batch[sourceCombo{asn: asn, org: "org" + asn, country: "US", name: fmt.Sprintf("name%d", i), class: "authorized", disposition: "none", dmarc: "pass"}] = 10
 	}
 	s.mu.Lock()
-	s.stageSources(s.pending, "example.com", batch)
-	s.stageSources(s.pending, "example.org", batch) // a cap per domain
+	staged := newBatch()
+	s.stageSources(staged, "example.com", batch)
+	s.stageSources(staged, "example.org", batch) // a cap per domain
+	s.enqueue(staged)
 	s.mu.Unlock()
 	if err := s.Commit(); err != nil {
 		t.Fatal(err)
@@ -565,7 +567,9 @@ func TestSourceSeriesCap(t *testing.T) {
 		}
 	}
 	s.mu.Lock()
-	s.stageSources(s.pending, "example.com", batch)
+	staged := newBatch()
+	s.stageSources(staged, "example.com", batch)
+	s.enqueue(staged)
 	s.mu.Unlock()
 	if err := s.Commit(); err != nil {
 		t.Fatal(err)
@@ -679,5 +683,49 @@ func TestRawKept(t *testing.T) {
 	}
 	if _, ok, err := s.arc.RawReport(id("large")); ok || err != nil {
 		t.Errorf("a report over max_raw_bytes kept its bytes (%v, %v)", ok, err)
+	}
+}
+
+// TestOneTransactionPerInput: each input is written in a transaction of
+// its own: when the second of three fails, the first is saved and served,
+// and the second and third, with nothing of them in the archive, are
+// written by the next Commit.
+func TestOneTransactionPerInput(t *testing.T) {
+	dir := t.TempDir()
+	s := testStore(t, dir, "example.com")
+	db, err := sql.Open("sqlite", filepath.Join(dir, archive.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec("CREATE TRIGGER fail BEFORE INSERT ON inputs WHEN NEW.path = 'b' BEGIN SELECT RAISE(ABORT, 'disk full'); END"); err != nil {
+		t.Fatal(err)
+	}
+	for i, name := range []string{"a", "b", "c"} {
+		if err := s.IngestFile("src", name, "1", bytes.NewReader(genReport("a@google.com", "example.com", name, testNow, i+1))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Commit(); err == nil {
+		t.Fatal("a failing input was written")
+	}
+	reports := func(s *Store) uint64 { return s.live[domainReportsFamily]["example.com"] }
+	if got := reports(s); got != 1 {
+		t.Errorf("%d reports served after the second input failed, want 1", got)
+	}
+	var rows int
+	db.QueryRow("SELECT count(*) FROM aggregate_reports").Scan(&rows)
+	if rows != 1 {
+		t.Errorf("%d reports in the archive, want the first input's 1", rows)
+	}
+	if seen, _ := s.Seen("c", "1"); !seen {
+		t.Error("the third input, not written yet, is no longer marked as read")
+	}
+	db.Exec("DROP TRIGGER fail")
+	if err := s.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if got := reports(testStore(t, dir, "example.com")); got != 3 {
+		t.Errorf("%d reports in the archive after the retry, want 3", got)
 	}
 }

@@ -329,7 +329,7 @@ func (s *Store) IngestFile(source, path, mark string, r io.Reader) error {
 		return fmt.Errorf("%w: %w", report.ErrRead, err)
 	}
 	in.b.inputs[path] = archive.Input{Path: path, Source: source, Mark: mark, Read: now}
-	s.pending.merge(in.b)
+	s.enqueue(in.b)
 	return nil
 }
 
@@ -371,9 +371,11 @@ func (s *Store) RejectFile(source, path, mark string, err error) {
 // reject stages a refused input. s.mu is held.
 func (s *Store) reject(source, path, mark string, err error, now time.Time) {
 	reason := rejectReason(err)
-	s.pending.inputs[path] = archive.Input{Path: path, Source: source, Mark: mark, Refused: true, Reason: reason,
+	b := newBatch()
+	b.inputs[path] = archive.Input{Path: path, Source: source, Mark: mark, Refused: true, Reason: reason,
 		Error: err.Error(), Read: now}
-	s.pending.totals.add(rejectedFamily, 1, source, reason)
+	b.totals.add(rejectedFamily, 1, source, reason)
+	s.enqueue(b)
 }
 
 // Date range anomalies, counted per reporter.

@@ -75,8 +75,13 @@ type Store struct {
 	reporters  map[reporterKey]*reporterStats // the watchdog's view, live
 	selectors  map[string]map[string]struct{} // DKIM selectors seen in reports, per domain
 	identities int                            // report identities in the archive
+	// queue are the batches of the inputs staged since the last Commit, in
+	// order; pending is them merged, for the checks of what was read and
+	// counted, and committing the same of those Commit is writing (nil
+	// between commits).
+	queue      []*batch
 	pending    *batch
-	committing *batch                 // the batch being written by Commit, or nil
+	committing *batch
 	created    time.Time              // when the archive began
 	fresh      map[freshKey]time.Time // series made live lately: served at 0 (fresh.go)
 	// Label values in use, live and pending, for their caps: reporters per
@@ -228,49 +233,50 @@ func (s *Store) SetEnricher(e *enrich.Enricher) {
 	s.opts.Enricher = e
 }
 
-// Commit writes the pending batch to the archive in one transaction, and
-// only once it is written makes the batch live: what is served has been
-// saved. When the write fails, the batch goes back to pending, the error
-// is returned and counted, and the next Commit tries again.
+// Commit writes what was ingested since the last Commit to the archive,
+// one transaction per input (its reports, records, counter increments,
+// identities and mark), and makes each input live once its transaction is
+// committed: what is served has been saved. When a write fails, that
+// input and those after it stay pending, the error is returned and
+// counted, and the next Commit tries again.
 func (s *Store) Commit() error {
 	s.saveMu.Lock()
 	defer s.saveMu.Unlock()
 	s.mu.Lock()
-	if s.pending.empty() {
+	queue := s.queue
+	if len(queue) == 0 {
 		s.mu.Unlock()
 		return nil
 	}
-	b := s.pending
+	s.queue = nil
+	s.committing = s.pending // still seen by Seen and the dedup checks
 	s.pending = newBatch()
-	s.committing = b // still seen by Seen and the dedup checks
-	ab := s.archiveBatch(b)
 	s.mu.Unlock()
 
-	err := s.arc.Apply(ab)
+	for i, b := range queue {
+		s.mu.Lock()
+		ab := s.archiveBatch(b)
+		s.mu.Unlock()
+		if err := s.arc.Apply(ab); err != nil {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			// The inputs not written go back before those staged meanwhile.
+			rest := append(queue[i:len(queue):len(queue)], s.queue...)
+			s.queue, s.pending, s.committing = nil, newBatch(), nil
+			for _, r := range rest {
+				s.enqueue(r)
+			}
+			s.saveErrors++
+			return err
+		}
+		s.mu.Lock()
+		s.makeLive(b)
+		s.mu.Unlock()
+	}
+
 	s.mu.Lock()
 	s.committing = nil
-	if err != nil {
-		b.merge(s.pending) // older first
-		s.pending = b
-		s.saveErrors++
-		s.mu.Unlock()
-		return err
-	}
 	now := s.opts.Now()
-	s.markFresh(b.totals, now)
-	s.live.merge(b.totals)
-	for k, r := range b.reporters {
-		live := s.reporters[k]
-		if live == nil {
-			live = &reporterStats{}
-			s.reporters[k] = live
-		}
-		live.add(r)
-	}
-	for d, sels := range b.selectors {
-		addSelectors(s.selectors, d, sels)
-	}
-	s.identities += len(b.ids)
 	s.lastSave = now
 	expire := now.Sub(s.lastExpiry) >= time.Hour
 	if expire {
@@ -291,6 +297,31 @@ func (s *Store) Commit() error {
 		}
 	}
 	return nil
+}
+
+// enqueue stages the batch of one input (or of forgotten marks) for the
+// next Commit. s.mu is held.
+func (s *Store) enqueue(b *batch) {
+	s.queue = append(s.queue, b)
+	s.pending.merge(b)
+}
+
+// makeLive adds a batch the archive holds to what is served. s.mu is held.
+func (s *Store) makeLive(b *batch) {
+	s.markFresh(b.totals, s.opts.Now())
+	s.live.merge(b.totals)
+	for k, r := range b.reporters {
+		live := s.reporters[k]
+		if live == nil {
+			live = &reporterStats{}
+			s.reporters[k] = live
+		}
+		live.add(r)
+	}
+	for d, sels := range b.selectors {
+		addSelectors(s.selectors, d, sels)
+	}
+	s.identities += len(b.ids)
 }
 
 // archiveBatch is what the archive writes for b: b's rows, the counter
@@ -353,11 +384,15 @@ func (s *Store) PruneFiles(root string, present map[string]bool) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	gone := newBatch()
 	for _, p := range paths {
 		if !present[p] {
 			if _, pending := s.pending.inputs[p]; !pending {
-				s.pending.forget = append(s.pending.forget, p)
+				gone.forget = append(gone.forget, p)
 			}
 		}
+	}
+	if len(gone.forget) > 0 {
+		s.enqueue(gone)
 	}
 }
