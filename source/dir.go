@@ -19,8 +19,9 @@ import (
 	"github.com/dmarc-exporter/dmarc-exporter/report"
 )
 
-// commitEvery bounds the files read between two saves of the state: one
-// write for many files, and never much work lost to a crash.
+// commitEvery bounds the files read between two commits (each file is a
+// transaction of its own) and so the files waiting to be moved: a file is
+// moved after the commit that saved it.
 const commitEvery = 20
 
 // Dir reads every file below a directory: all of them at start, then new
