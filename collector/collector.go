@@ -58,8 +58,8 @@ var (
 		"Inputs or reports refused, by source and reason (malformed, no_report, too_large, not_auth_failure, domain_not_monitored).",
 		"source", "reason")
 	invalidRecordsFamily = newStored("dmarc_records_invalid_total",
-		"Records refused for a wrong value (count missing, negative, not a number or implausible; source IP missing or invalid); their messages are not counted.",
-		"domain", "reporter")
+		"Records with a wrong value, by reason: count (missing, negative, not a number or implausible: the record's messages are not counted) or source_ip (missing or unreadable: its messages are counted, with source identity invalid).",
+		"domain", "reporter", "reason")
 	overridesFamily = newStored("dmarc_policy_override_messages_total",
 		"Messages whose disposition the receiver overrode, by reason (forwarded, sampled_out, trusted_forwarder, mailing_list, local_policy, policy_test_mode, other).",
 		"domain", "reporter", "reason")

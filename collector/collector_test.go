@@ -729,3 +729,40 @@ func TestOneTransactionPerInput(t *testing.T) {
 		t.Errorf("%d reports in the archive after the retry, want 3", got)
 	}
 }
+
+// TestOddSourceAddresses: records whose source address cannot be read
+// keep their messages (source identity "invalid"); only a bad count
+// leaves a record out; the address forms reporters write are read.
+func TestOddSourceAddresses(t *testing.T) {
+	data, err := os.ReadFile("../testdata/derived/yahoo-odd-addresses.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := testStore(t, t.TempDir(), "georgestarcher.com")
+	s.opts.Enricher = enrich.New(enrich.Options{})
+	s.opts.Limits.SourcesPerDomain = 100
+	if err := s.IngestFile("src", "odd.xml", "1", bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	value := func(f *family, labels ...string) uint64 { return s.live[f][seriesKey(labels...)] }
+	domain, reporter := "georgestarcher.com", "yahooinc.com"
+	if got := value(messagesFamily, domain, reporter, "none", "pass", "pass", "pass"); got != 21 {
+		t.Errorf("%d messages counted, want 21 (all but the record with count -1)", got)
+	}
+	if got := value(invalidRecordsFamily, domain, reporter, InvalidSourceIP); got != 2 {
+		t.Errorf("%d records with an unreadable source_ip, want 2", got)
+	}
+	if got := value(invalidRecordsFamily, domain, reporter, InvalidCount); got != 1 {
+		t.Errorf("%d records with a bad count, want 1", got)
+	}
+	if got := value(sourcesFamily, domain, "invalid", "invalid", "invalid", "invalid", "unknown", "none", "pass"); got != 11 {
+		t.Errorf("%d messages of source identity invalid, want 11; series %v", got, series(s, sourcesFamily))
+	}
+	st, err := s.arc.Stats(t.Context())
+	if err != nil || st.Rows["aggregate_records"] != 7 {
+		t.Errorf("%d records archived (%v), want 7", st.Rows["aggregate_records"], err)
+	}
+}

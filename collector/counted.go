@@ -52,7 +52,9 @@ func ReadInput(r io.Reader, lim report.Limits, labelLength int, e *enrich.Enrich
 			c.Series = append(c.Series, counted(f, 2, v, values...))
 		}
 		add(reportsFamily, 1)
-		add(invalidRecordsFamily, p.invalid)
+		for _, reason := range []string{InvalidCount, InvalidSourceIP} {
+			add(invalidRecordsFamily, p.invalid[reason], reason)
+		}
 		for k, n := range p.messages {
 			add(messagesFamily, n, k.disposition, k.dmarc, k.dkim, k.spf)
 		}

@@ -45,6 +45,12 @@ func rejectReason(err error) string {
 	return RejectMalformed
 }
 
+// Reasons for dmarc_records_invalid_total.
+const (
+	InvalidCount    = "count"     // count missing, not a number or implausible: the record is not counted
+	InvalidSourceIP = "source_ip" // source address missing or unreadable: counted, with source identity "invalid"
+)
+
 // comboKey is the part of a message series key that a record gives.
 type comboKey struct{ disposition, dmarc, dkim, spf string }
 
@@ -59,7 +65,7 @@ type parsedReport struct {
 	begin, end   time.Time
 	messages     map[comboKey]uint64
 	overrides    map[string]uint64
-	invalid      uint64
+	invalid      map[string]uint64 // records by what is wrong with them (InvalidCount, InvalidSourceIP)
 	recordCount  int
 	total        uint64              // messages counted
 	failed       uint64              // messages of records whose DMARC result is fail
@@ -144,6 +150,7 @@ func parseFile(r io.Reader, opts parseOptions) (*parsedFile, error) {
 			end:          hdr.Metadata.End,
 			messages:     map[comboKey]uint64{},
 			overrides:    map[string]uint64{},
+			invalid:      map[string]uint64{},
 			selectors:    map[string]struct{}{},
 		}
 		p.id = dedupKey(reporterIdentity(hdr.Metadata.Email, hdr.Metadata.OrgName), hdr.Metadata.ReportID, p.begin, p.end, p.policyDomain)
@@ -155,8 +162,13 @@ func parseFile(r io.Reader, opts parseOptions) (*parsedFile, error) {
 				return err
 			}
 			p.recordCount++
-			if rec.Problem != "" {
-				p.invalid++
+			// Only a bad count excludes a record: one whose source
+			// address is unreadable is counted, without a source.
+			if rec.BadSourceIP {
+				p.invalid[InvalidSourceIP]++
+			}
+			if rec.BadCount {
+				p.invalid[InvalidCount]++
 				if len(p.kept) < archive.MaxRecordsKept {
 					p.kept = append(p.kept, archive.Record{Record: rec, DMARC: combo(rec).dmarc})
 				}
@@ -394,8 +406,11 @@ func (s *Store) stage(in *input, p *parsedReport, now time.Time) error {
 	}
 	reporter := s.reporterLabel(in.b, domain, p.reporter)
 	t := in.b.totals
-	for _, f := range []*family{reportsFamily, duplicatesFamily, invalidRecordsFamily} {
+	for _, f := range []*family{reportsFamily, duplicatesFamily} {
 		t.add(f, 0, domain, reporter)
+	}
+	for _, reason := range []string{InvalidCount, InvalidSourceIP} {
+		t.add(invalidRecordsFamily, 0, domain, reporter, reason)
 	}
 	for _, kind := range []string{"future", "old", "long"} {
 		t.add(anomaliesFamily, 0, domain, reporter, kind)
@@ -409,7 +424,9 @@ func (s *Store) stage(in *input, p *parsedReport, now time.Time) error {
 		return nil
 	}
 	t.add(reportsFamily, 1, domain, reporter)
-	t.add(invalidRecordsFamily, p.invalid, domain, reporter)
+	for reason, n := range p.invalid {
+		t.add(invalidRecordsFamily, n, domain, reporter, reason)
+	}
 	end := p.end
 	switch {
 	case end.After(now.Add(futureSlack)):
@@ -437,7 +454,7 @@ func (s *Store) stage(in *input, p *parsedReport, now time.Time) error {
 	}
 	s.stageSources(in.b, domain, p.sources)
 	in.b.aggregates = append(in.b.aggregates, &archive.Aggregate{Identity: p.id, Domain: domain, Reporter: reporter,
-		Header: p.hdr, Records: p.kept, RecordCount: p.recordCount, InvalidRecords: int(p.invalid), Messages: p.total,
+		Header: p.hdr, Records: p.kept, RecordCount: p.recordCount, InvalidRecords: int(p.invalid[InvalidCount] + p.invalid[InvalidSourceIP]), Messages: p.total,
 		FailedMessages: p.failed, Source: in.source, Input: in.path, Received: now, Raw: p.raw})
 	return nil
 }

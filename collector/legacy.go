@@ -148,7 +148,10 @@ func (st *legacyState) batch(now time.Time) *archive.Batch {
 	for _, r := range st.Reporters {
 		t.add(reportsFamily, r.Reports, r.Domain, r.Reporter)
 		t.add(duplicatesFamily, r.Duplicates, r.Domain, r.Reporter)
-		t.add(invalidRecordsFamily, r.InvalidRecords, r.Domain, r.Reporter)
+		// Before, a record with a bad source IP was refused like one with a
+		// bad count: both were left out of the messages, so "count".
+		t.add(invalidRecordsFamily, r.InvalidRecords, r.Domain, r.Reporter, InvalidCount)
+		t.add(invalidRecordsFamily, 0, r.Domain, r.Reporter, InvalidSourceIP)
 		t.add(anomaliesFamily, r.Future, r.Domain, r.Reporter, "future")
 		t.add(anomaliesFamily, r.Old, r.Domain, r.Reporter, "old")
 		t.add(anomaliesFamily, r.Long, r.Domain, r.Reporter, "long")

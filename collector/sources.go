@@ -46,6 +46,7 @@ type sourceCombo struct {
 // sourceRecord is what a report's records say per source address.
 type sourceRecord struct {
 	ip                 netip.Addr
+	badIP              bool // the record's source address is unreadable
 	disposition, dmarc string
 	facts              enrich.Facts
 }
@@ -71,6 +72,9 @@ func enrichReports(e *enrich.Enricher, parsed *parsedFile, labelLength int, want
 		for i := range p.kept {
 			r := &p.kept[i]
 			src := SourceLabels(ids[r.SourceIP], enrich.FactsOf(r.Record), labelLength)
+			if r.BadSourceIP {
+				src = invalidSource
+			}
 			r.Source = archive.SourceIdentity{ASN: uint32(ids[r.SourceIP].ASN), Org: src.Org, Country: src.Country,
 				Name: src.Name, Class: src.Class, Reason: src.Reason}
 		}
@@ -104,6 +108,9 @@ func enrichRecords(e *enrich.Enricher, policyDomain string, recs map[sourceRecor
 	out := map[sourceCombo]uint64{}
 	for r, n := range recs {
 		c := SourceLabels(ids[r.ip], r.facts, labelLength)
+		if r.badIP {
+			c = invalidSource
+		}
 		out[sourceCombo{asn: c.ASN, org: c.Org, country: c.Country, name: c.Name, class: c.Class,
 			disposition: r.disposition, dmarc: r.dmarc}] += n
 	}
@@ -115,7 +122,7 @@ func enrichRecords(e *enrich.Enricher, policyDomain string, recs map[sourceRecor
 func IdentifyRecords(e *enrich.Enricher, policyDomain string, recs []*report.Record) map[netip.Addr]enrich.Identity {
 	perIP := map[netip.Addr]uint64{}
 	for _, r := range recs {
-		if _, ok := perIP[r.SourceIP]; (ok || len(perIP) < maxSourceAddrs) && r.SourceIP.IsValid() && r.Problem == "" {
+		if _, ok := perIP[r.SourceIP]; (ok || len(perIP) < maxSourceAddrs) && r.SourceIP.IsValid() && !r.BadCount {
 			perIP[r.SourceIP] += r.Count
 		}
 	}
@@ -135,6 +142,10 @@ func identify(e *enrich.Enricher, policyDomain string, perIP map[netip.Addr]uint
 	defer cancel()
 	return e.Identify(ctx, policyDomain, ips)
 }
+
+// invalidSource is the source of a record whose address is unreadable.
+var invalidSource = Source{ASN: "invalid", Org: "invalid", Country: "invalid", Name: "invalid", Class: "unknown",
+	Reason: "the record's source address is missing or unreadable"}
 
 // Source is the label values of a source, and why it has its class.
 type Source struct {
@@ -161,7 +172,7 @@ func SourceLabels(id enrich.Identity, facts enrich.Facts, labelLength int) Sourc
 // sourceRecordOf reduces a record to what enrichment needs; once a report
 // has maxSourceAddrs of them, the rest go without their address.
 func sourceRecordOf(rec *report.Record, k comboKey, have int) sourceRecord {
-	r := sourceRecord{ip: rec.SourceIP, disposition: k.disposition, dmarc: k.dmarc, facts: enrich.FactsOf(rec)}
+	r := sourceRecord{ip: rec.SourceIP, badIP: rec.BadSourceIP, disposition: k.disposition, dmarc: k.dmarc, facts: enrich.FactsOf(rec)}
 	if have >= maxSourceAddrs {
 		r.ip = netip.Addr{}
 	}

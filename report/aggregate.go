@@ -67,9 +67,13 @@ type Record struct {
 	Extensions   []Extension `json:"extensions,omitempty"`
 	// Problem is set on a flagged record: one whose values are wrong (a
 	// missing, negative or non-numeric count, an implausible count, a
-	// missing or invalid source IP). Count is 0 on a flagged record, so
-	// it adds no messages; callers count flagged records separately.
-	Problem string `json:"problem,omitempty"`
+	// missing or unreadable source IP). BadCount and BadSourceIP say which:
+	// a record with a bad count adds no messages (Count is 0); one whose
+	// only fault is its source IP keeps its count, since the messages
+	// happened whoever sent them.
+	Problem     string `json:"problem,omitempty"`
+	BadCount    bool   `json:"-"`
+	BadSourceIP bool   `json:"-"`
 }
 
 // Reason is a policy override reason with its optional comment.

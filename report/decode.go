@@ -617,6 +617,7 @@ func (a *AggregateDecoder) readRecord() (*Record, error) {
 // checkRecord sets SourceIP and Count, or flags the record with a Problem.
 func (a *AggregateDecoder) checkRecord(rec *Record, ip, count string, sawCount bool) {
 	var problems []string
+	count = strings.TrimSpace(count)
 	switch {
 	case !sawCount || count == "":
 		problems = append(problems, "count missing")
@@ -631,17 +632,65 @@ func (a *AggregateDecoder) checkRecord(rec *Record, ip, count string, sawCount b
 			rec.Count = n
 		}
 	}
-	if ip == "" {
-		problems = append(problems, "source_ip missing")
-	} else if addr, err := netip.ParseAddr(ip); err != nil {
-		problems = append(problems, fmt.Sprintf("source_ip %q is not an IP address", truncate(ip, 60)))
+	rec.BadCount = len(problems) > 0
+	if addr, ok := ParseSourceIP(ip); ok {
+		rec.SourceIP = addr
 	} else {
-		rec.SourceIP = addr.Unmap().WithZone("")
+		rec.BadSourceIP = true
+		if strings.TrimSpace(ip) == "" {
+			problems = append(problems, "source_ip missing")
+		} else {
+			problems = append(problems, fmt.Sprintf("source_ip %q is not an IP address", truncate(ip, 60)))
+		}
+	}
+	if rec.BadCount {
+		rec.Count = 0
 	}
 	if len(problems) > 0 {
-		rec.Count = 0
 		rec.Problem = strings.Join(problems, "; ")
 	}
+}
+
+// ParseSourceIP reads a record's source_ip, with the forms reporters
+// write that net/netip refuses but whose meaning is plain: surrounding
+// whitespace, brackets around an IPv6 address (without a zone), and IPv4
+// octets with leading zeros (192.000.002.010), alone or IPv4-mapped
+// (::ffff:192.000.002.010), read as decimal. An IPv4-mapped address is
+// returned as IPv4. Zones are refused: they mean nothing off the host.
+func ParseSourceIP(s string) (netip.Addr, bool) {
+	s = strings.TrimSpace(s)
+	if len(s) > 2 && s[0] == '[' && s[len(s)-1] == ']' {
+		s = s[1 : len(s)-1]
+	}
+	if s == "" || strings.ContainsRune(s, '%') {
+		return netip.Addr{}, false
+	}
+	if addr, err := netip.ParseAddr(s); err == nil {
+		return addr.Unmap(), true
+	}
+	v4 := s
+	if i := strings.LastIndexByte(s, ':'); i >= 0 {
+		if !strings.EqualFold(s[:i+1], "::ffff:") && !strings.EqualFold(s[:i+1], "0:0:0:0:0:ffff:") {
+			return netip.Addr{}, false
+		}
+		v4 = s[i+1:]
+	}
+	var b [4]byte
+	parts := strings.Split(v4, ".")
+	if len(parts) != 4 {
+		return netip.Addr{}, false
+	}
+	for i, p := range parts {
+		if len(p) == 0 || len(p) > 3 {
+			return netip.Addr{}, false
+		}
+		n, err := strconv.ParseUint(p, 10, 8)
+		if err != nil {
+			return netip.Addr{}, false
+		}
+		b[i] = byte(n)
+	}
+	return netip.AddrFrom4(b), true
 }
 
 func (a *AggregateDecoder) readPolicyEvaluated(rec *Record) error {

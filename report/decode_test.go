@@ -229,3 +229,35 @@ func maxInt(a, b int) int {
 	}
 	return b
 }
+
+// TestParseSourceIP: the address forms reporters write, read where their
+// meaning is plain, refused where it is not.
+func TestParseSourceIP(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"192.0.2.1", "192.0.2.1"},
+		{" 192.0.2.1\n", "192.0.2.1"},
+		{"192.000.002.010", "192.0.2.10"},
+		{"::ffff:192.0.2.1", "192.0.2.1"},
+		{"::FFFF:010.001.002.003", "10.1.2.3"},
+		{"2001:db8::1", "2001:db8::1"},
+		{"[2001:db8::1]", "2001:db8::1"},
+		{"fe80::1%eth0", ""},
+		{"[fe80::1%eth0]", ""},
+		{"192.0.2.256", ""},
+		{"192.0.2", ""},
+		{"0x7f.0.0.1", ""},
+		{"1234.0.0.1", ""},
+		{"2001:db8::192.000.002.001", ""},
+		{"not-an-ip", ""},
+		{"", ""},
+	} {
+		addr, ok := ParseSourceIP(tt.in)
+		got := ""
+		if ok {
+			got = addr.String()
+		}
+		if got != tt.want {
+			t.Errorf("ParseSourceIP(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}

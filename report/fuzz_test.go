@@ -37,16 +37,20 @@ func addSeeds(f *testing.F, max int64, dirs ...string) {
 }
 
 // checkRecord asserts what a consumer relies on: bounded counts, closed
-// enumerations, and no count on a flagged record.
+// enumerations, no count on a record with a bad count, and a flag on every
+// record without a source address.
 func checkRecordInvariants(t *testing.T, lim Limits, r *Record) {
 	if r.Count > lim.MaxCount {
 		t.Fatalf("count %d above MaxCount", r.Count)
 	}
-	if r.Problem != "" && r.Count != 0 {
-		t.Fatalf("flagged record with count %d", r.Count)
+	if r.BadCount && r.Count != 0 {
+		t.Fatalf("record with a bad count counts %d", r.Count)
 	}
-	if r.Problem == "" && !r.SourceIP.IsValid() {
-		t.Fatal("unflagged record without source IP")
+	if (r.BadCount || r.BadSourceIP) != (r.Problem != "") {
+		t.Fatalf("problem %q, bad count %v, bad source IP %v", r.Problem, r.BadCount, r.BadSourceIP)
+	}
+	if r.BadSourceIP == r.SourceIP.IsValid() {
+		t.Fatalf("source IP %v, flagged bad %v", r.SourceIP, r.BadSourceIP)
 	}
 	if ParseDisposition(string(r.Disposition)) != r.Disposition || ParseDMARCResult(string(r.DKIM)) != r.DKIM ||
 		ParseDMARCResult(string(r.SPF)) != r.SPF {
