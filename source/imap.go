@@ -182,9 +182,10 @@ func (s *IMAP) Run(ctx context.Context) error {
 		if errors.As(err, &le) {
 			s.log.Error("imap session stopped", "err", err, "retry_in", wait.Round(time.Millisecond))
 		} else {
+			// Logged, then counted: whoever sees the count finds the line.
 			kind := errorKind(err)
-			s.metrics.imapErrors.WithLabelValues(s.cfg.Name, kind).Inc()
 			s.log.Error("imap session failed", "kind", kind, "err", err, "retry_in", wait.Round(time.Millisecond))
+			s.metrics.imapErrors.WithLabelValues(s.cfg.Name, kind).Inc()
 		}
 		select {
 		case <-ctx.Done():
