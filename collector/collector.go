@@ -60,6 +60,9 @@ var (
 	invalidRecordsFamily = newStored("dmarc_records_invalid_total",
 		"Records with a wrong value, by reason: count (missing, negative, not a number or implausible: the record's messages are not counted) or source_ip (missing or unreadable: its messages are counted, with source identity invalid).",
 		"domain", "reporter", "reason")
+	repairedFamily = newStored("dmarc_reports_repaired_total",
+		"Aggregate reports counted in spite of a fault the parser mended, by repair: invalid_bytes (bytes of text not in the report's encoding, read as U+FFFD), stray_start_tag (an unclosed element before <feedback>, dropped).",
+		"domain", "reporter", "repair")
 	overridesFamily = newStored("dmarc_policy_override_messages_total",
 		"Messages whose disposition the receiver overrode, by reason (forwarded, sampled_out, trusted_forwarder, mailing_list, local_policy, policy_test_mode, other).",
 		"domain", "reporter", "reason")
@@ -113,7 +116,7 @@ var (
 
 	families = []*family{lastReportFamily, intervalFamily, silentFamily, failuresFamily, failureDuplicatesFamily, tlsReportsFamily, tlsDuplicatesFamily,
 		tlsSessionsFamily, tlsFailedFamily, messagesFamily, reportsFamily, domainReportsFamily, duplicatesFamily, rejectedFamily,
-		invalidRecordsFamily, overridesFamily, sourcesFamily, lastEndFamily, anomaliesFamily, overflowFamily, dedupKeysFamily,
+		invalidRecordsFamily, repairedFamily, overridesFamily, sourcesFamily, lastEndFamily, anomaliesFamily, overflowFamily, dedupKeysFamily,
 		lastSaveFamily, saveErrorsFamily}
 )
 

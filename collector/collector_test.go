@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -764,5 +765,42 @@ func TestOddSourceAddresses(t *testing.T) {
 	st, err := s.arc.Stats(t.Context())
 	if err != nil || st.Rows["aggregate_records"] != 7 {
 		t.Errorf("%d records archived (%v), want 7", st.Rows["aggregate_records"], err)
+	}
+}
+
+// TestRepairedReports: a report with bytes that are not in its encoding
+// (a windows-1252 quote in header_from and org_name) and one with a stray
+// start tag before <feedback> (ikea.com's) are counted in full, and the
+// repairs are counted.
+func TestRepairedReports(t *testing.T) {
+	s := testStore(t, t.TempDir())
+	for _, file := range []string{"../testdata/derived/accurateplastics-invalid-bytes.xml",
+		"../testdata/corpus/aggregate/parsedmarc__ikea.com!example.de!1538690400!1538776800.xml"} {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.IngestFile("src", file, "1", bytes.NewReader(data)); err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+	}
+	if err := s.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	repairs := map[string]uint64{}
+	for key, lv := range series(s, repairedFamily) {
+		repairs[lv[0]+" "+lv[2]] += s.live[repairedFamily][key]
+	}
+	if want := map[string]uint64{"example.com invalid_bytes": 1, "example.de stray_start_tag": 1}; !maps.Equal(repairs, want) {
+		t.Errorf("repairs %v, want %v", repairs, want)
+	}
+	messages := map[string]uint64{}
+	for key, lv := range series(s, messagesFamily) {
+		messages[lv[0]] += s.live[messagesFamily][key]
+	}
+	// As the manifest says of the ikea.com report, and as the original of
+	// the derived one holds.
+	if messages["example.de"] != 1 || messages["example.com"] != 1 {
+		t.Errorf("messages %v, want 1 for each domain", messages)
 	}
 }

@@ -440,6 +440,12 @@ func (s *Store) stage(in *input, p *parsedReport, now time.Time) error {
 	}
 	in.b.reporter(reporterKey{domain, reporter}).add(&reporterStats{LastEnd: end.Unix(), LastReceived: now.Unix(), Ends: []int64{end.Unix()}})
 	t.add(domainReportsFamily, 1, domain)
+	if p.hdr.Repairs.InvalidBytes > 0 {
+		t.add(repairedFamily, 1, domain, reporter, "invalid_bytes")
+	}
+	if p.hdr.Repairs.StrayStartTag != "" {
+		t.add(repairedFamily, 1, domain, reporter, "stray_start_tag")
+	}
 	if len(s.opts.Domains) > 0 { // only configured domains are watched in DNS
 		set := setOf(in.b.selectors, p.policyDomain)
 		for sel := range p.selectors {

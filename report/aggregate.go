@@ -17,6 +17,19 @@ type Aggregate struct {
 	Metadata   Metadata        `json:"metadata"`
 	Policy     PolicyPublished `json:"policy"`
 	Extensions []Extension     `json:"extensions,omitempty"`
+	// Repairs say what the decoder mended to read the report: set once
+	// the last record has been read.
+	Repairs Repairs `json:"repairs,omitzero"`
+}
+
+// Repairs are the faults a report was read in spite of.
+type Repairs struct {
+	// InvalidBytes counts the bytes of text that were not in the
+	// report's encoding, each read as U+FFFD.
+	InvalidBytes int `json:"invalid_bytes,omitempty"`
+	// StrayStartTag is the element that opened before <feedback> and
+	// never closed (ikea.com's reports open an <xs:schema>), dropped.
+	StrayStartTag string `json:"stray_start_tag,omitempty"`
 }
 
 // Metadata is report_metadata.

@@ -37,6 +37,10 @@ type AggregateDecoder struct {
 	records  int
 	done     bool
 	err      error
+	// stray is the dropped wrapper element around <feedback>, if any;
+	// closed is set once </feedback> was read inside it.
+	stray  string
+	closed bool
 }
 
 // NewAggregateDecoder returns a decoder reading from r. A UTF-8 byte order
@@ -158,6 +162,8 @@ func (a *AggregateDecoder) Next() (*Record, error) {
 	rec, err := a.nextRecord()
 	if err == io.EOF {
 		a.done = true
+		a.hdr.Repairs.InvalidBytes = a.s.replaced
+		a.hdr.Repairs.StrayStartTag = a.stray
 		return nil, io.EOF
 	}
 	if err != nil {
@@ -202,6 +208,18 @@ func (a *AggregateDecoder) wrap(err error) error {
 func (a *AggregateDecoder) token() (tokKind, error) {
 	if err := a.s.next(); err != nil {
 		return tokNone, err
+	}
+	if a.stray != "" && (a.closed || a.s.depth() <= 1) {
+		// Outside <feedback>, inside the stray wrapper: after </feedback>
+		// only white space and the wrapper's own end may follow.
+		switch {
+		case !a.closed && a.s.kind == tokEnd:
+			a.closed = true
+		case a.closed && (a.s.kind == tokText && len(bytes.TrimSpace(a.s.text)) == 0 || a.s.kind == tokEnd):
+			return a.token()
+		case a.closed:
+			return tokNone, fmt.Errorf("content after </feedback> inside the unclosed <%s>: %w", a.stray, ErrInvalid)
+		}
 	}
 	if a.s.kind == tokStart && a.s.depth() > a.lim.MaxXMLDepth {
 		return tokNone, fmt.Errorf("elements nested deeper than %d: %w", a.lim.MaxXMLDepth, ErrLimit)
@@ -338,7 +356,9 @@ func (a *AggregateDecoder) root() error {
 			continue // white space: the scanner refuses other text here
 		}
 		if string(a.s.local) != "feedback" {
-			return fmt.Errorf("root element is <%s>, not <feedback>: %w", truncate(string(a.s.qname), 40), ErrNotAggregate)
+			if err := a.strayRoot(); err != nil {
+				return err
+			}
 		}
 		prefix, _, ok := bytes.Cut(a.s.qname, []byte(":"))
 		for _, at := range a.s.attrs {
@@ -546,6 +566,33 @@ func (a *AggregateDecoder) nextRecord() (*Record, error) {
 				return nil, err
 			}
 		}
+	}
+}
+
+// strayRoot accepts a root element that is not <feedback> when it is a
+// stray start tag: one that <feedback> follows at once and that never
+// closes, so that dropping it leaves a well-formed <feedback> document
+// (ikea.com's reports open an <xs:schema> first). It reads up to the
+// <feedback> start tag.
+func (a *AggregateDecoder) strayRoot() error {
+	wrapper := truncate(string(a.s.qname), 40)
+	notFeedback := fmt.Errorf("root element is <%s>, not <feedback>: %w", wrapper, ErrNotAggregate)
+	if a.s.pendingEnd {
+		return notFeedback // <x/>: nothing inside
+	}
+	for {
+		if err := a.s.next(); err != nil {
+			return notFeedback
+		}
+		switch {
+		case a.s.kind == tokText && len(bytes.TrimSpace(a.s.text)) == 0:
+			continue
+		case a.s.kind == tokStart && string(a.s.local) == "feedback" && a.s.depth() == 2:
+			a.stray = wrapper
+			a.s.openAtEOF = true
+			return nil
+		}
+		return notFeedback
 	}
 }
 

@@ -261,3 +261,49 @@ func TestParseSourceIP(t *testing.T) {
 		}
 	}
 }
+
+// TestStrayStartTag: a start tag before <feedback> that never closes is
+// dropped when what is left is a well-formed <feedback> document, and
+// said so in the repairs; anything else around <feedback> is refused.
+func TestStrayStartTag(t *testing.T) {
+	const feedback = `<feedback><report_metadata><org_name>x</org_name><email>a@x.test</email><report_id>1</report_id>` +
+		`<date_range><begin>1700000000</begin><end>1700086399</end></date_range></report_metadata>` +
+		`<policy_published><domain>example.com</domain><p>none</p></policy_published>` +
+		`<record><row><source_ip>192.0.2.1</source_ip><count>3</count><policy_evaluated><disposition>none</disposition>` +
+		`<dkim>pass</dkim><spf>pass</spf></policy_evaluated></row><identifiers><header_from>example.com</header_from></identifiers></record></feedback>`
+	for _, tt := range []struct{ name, doc, err string }{
+		{"unclosed", `<?xml version="1.0"?>` + "\n" + `<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema">` + "\n" + feedback + "\n", ""},
+		{"closed", `<wrap>` + feedback + `</wrap>`, ""},
+		{"content after feedback", `<wrap>` + feedback + `<record/>`, "content after </feedback> inside the unclosed <wrap>"},
+		{"text before feedback", `<wrap>hello` + feedback, "root element is <wrap>, not <feedback>"},
+		{"element before feedback", `<wrap><other/>` + feedback, "root element is <wrap>, not <feedback>"},
+		{"empty wrapper", `<wrap/>`, "root element is <wrap>, not <feedback>"},
+		{"truncated feedback", `<wrap>` + feedback[:len(feedback)-20], "truncated"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dec := NewAggregateDecoder(strings.NewReader(tt.doc), DefaultLimits())
+			hdr, err := dec.Header()
+			n := 0
+			if err == nil {
+				for _, err = range dec.All() {
+					if err != nil {
+						break
+					}
+					n++
+				}
+			}
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("error %v, want %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil || n != 1 {
+				t.Fatalf("%d records, error %v", n, err)
+			}
+			if hdr.Repairs.StrayStartTag == "" {
+				t.Error("the dropped start tag is not in the repairs")
+			}
+		})
+	}
+}

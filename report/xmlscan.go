@@ -17,8 +17,10 @@ import (
 //
 // It checks well-formedness as XML 1.0 defines it, except what needs a DTD:
 // tags nest and match, names and attributes are well-formed and not
-// repeated, text and attribute values hold valid UTF-8 and only characters
-// XML allows, entity references are the five predefined ones or character
+// repeated, text and attribute values hold only characters XML allows
+// (a byte that is not UTF-8 there is replaced by U+FFFD and counted in
+// replaced: one stray byte of another charset in a free-text field must
+// not cost a report; in names it stays an error), entity references are the five predefined ones or character
 // references, comments hold no "--", and there is one root element.
 // A DOCTYPE declaration is skipped, and any entity it declares is unknown.
 // Input must be UTF-8: the caller converts other encodings first.
@@ -44,6 +46,11 @@ type xmlScanner struct {
 	// pendingEnd: the current start tag was self-closing (<a/>).
 	pendingEnd bool
 	sawRoot    bool
+	// openAtEOF lets the document end with its root element open: the
+	// decoder's recovery from a stray wrapper start tag.
+	openAtEOF bool
+	// replaced counts the bytes of text that were not UTF-8.
+	replaced int
 
 	valBuf  []byte // decoded attribute values, back to back
 	textBuf []byte
@@ -133,10 +140,6 @@ func (s *xmlScanner) advance(n int) {
 	s.pos += n
 }
 
-// errBadUTF8 explains the usual cause: a reporter that writes another
-// charset without declaring it.
-const errBadUTF8 = "invalid UTF-8: the bytes are not in the encoding the XML declaration names (UTF-8 when it names none)"
-
 // errNeedMore is returned by the token parsers when the buffer ends inside
 // a token; the caller fills the buffer and parses the token again.
 var errNeedMore = errors.New("need more input")
@@ -160,7 +163,7 @@ func (s *xmlScanner) next() error {
 			if s.err != nil {
 				return s.err
 			}
-			if s.depth() > 0 {
+			if s.depth() > 1 || s.depth() == 1 && !s.openAtEOF {
 				return s.fail("document ends inside <%s>: truncated", s.top())
 			}
 			if !s.sawRoot {
@@ -346,7 +349,10 @@ func (s *xmlScanner) decode(raw, dst []byte, attr bool) ([]byte, error) {
 		default:
 			r, size := utf8.DecodeRune(raw[i:])
 			if r == utf8.RuneError && size == 1 {
-				return nil, s.fail(errBadUTF8)
+				dst = utf8.AppendRune(dst, utf8.RuneError)
+				s.replaced++
+				i++
+				continue
 			}
 			if !isXMLChar(r) {
 				return nil, s.fail("illegal character code %U", r)
@@ -456,7 +462,8 @@ func (s *xmlScanner) bang(b []byte) (int, bool, error) {
 		}
 		raw := b[9 : 9+i]
 		if !utf8.Valid(raw) {
-			return 0, false, s.fail(errBadUTF8)
+			s.replaced += countInvalidUTF8(raw)
+			raw = bytes.ToValidUTF8(raw, []byte(string(utf8.RuneError)))
 		}
 		s.textBuf = append(s.textBuf[:0], raw...)
 		s.text = s.textBuf
@@ -540,6 +547,20 @@ func scanName(b []byte) int {
 		}
 	}
 	return -1
+}
+
+// countInvalidUTF8 counts the bytes of b that are not part of a UTF-8
+// sequence.
+func countInvalidUTF8(b []byte) int {
+	n := 0
+	for len(b) > 0 {
+		r, size := utf8.DecodeRune(b)
+		if r == utf8.RuneError && size == 1 {
+			n++
+		}
+		b = b[size:]
+	}
+	return n
 }
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }

@@ -181,6 +181,7 @@ type aggregateJSON struct {
 	Records          int                    `json:"record_count"`
 	Messages         uint64                 `json:"message_count"`
 	Flagged          int                    `json:"flagged_records"`
+	Repairs          report.Repairs         `json:"repairs,omitzero"`
 }
 
 // writeAggregate decodes one aggregate report and writes its line. Records
@@ -260,6 +261,7 @@ func writeAggregate(w io.Writer, name string, doc report.Document, lim report.Li
 		Records:          dec.RecordCount(),
 		Messages:         messages,
 		Flagged:          flagged,
+		Repairs:          hdr.Repairs,
 	})
 	if err != nil {
 		return err
