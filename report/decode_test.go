@@ -1,6 +1,7 @@
 package report
 
 import (
+	"bytes"
 	"errors"
 	"path/filepath"
 	"strings"
@@ -303,6 +304,44 @@ func TestStrayStartTag(t *testing.T) {
 			}
 			if hdr.Repairs.StrayStartTag == "" {
 				t.Error("the dropped start tag is not in the repairs")
+			}
+		})
+	}
+}
+
+// TestMailWithoutClosingBoundary: a mail whose multipart body has no
+// closing boundary is read up to its end; when the last part was cut
+// short, the error says the mail ends inside it. The cut mails are the
+// corpus's Mail.ru mail without its last 200 bytes, and the TLS report
+// mail cut right after its first boundary line.
+func TestMailWithoutClosingBoundary(t *testing.T) {
+	mailru := readTestFile(t, "corpus", "email/mox__mailru-no-closing-boundary.eml")
+	tlsrpt := readTestFile(t, "corpus", "email/tlsrptbe__test.eml")
+	for _, tt := range []struct {
+		name string
+		data []byte
+		err  string
+	}{
+		{"mailru", mailru, ""},
+		{"tlsrpt", tlsrpt, ""},
+		{"cut inside the report", mailru[:len(mailru)-200],
+			`mail ends inside part 2 ("mail.ru!ueber.net!1559779200!1559865600.xml.gz"), without a closing boundary: read: gunzip: unexpected EOF`},
+		{"cut before the first part", tlsrpt[:bytes.Index(tlsrpt, []byte("\n------=_NextPart"))+12],
+			"mail ends before its MIME part 1, without a closing boundary"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := parseReader(bytes.NewReader(tt.data), DefaultLimits())
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("error %v, want %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(p.kinds) != 1 {
+				t.Fatalf("%d reports, want 1", len(p.kinds))
 			}
 		})
 	}

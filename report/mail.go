@@ -33,7 +33,7 @@ func (w *walker) mail(p string, r io.Reader, depth int) error {
 	if err != nil && !benignMIME(err) {
 		return fmt.Errorf("%sread mail: %w", prefix(p), err)
 	}
-	return w.entity(p, "", e, depth)
+	return w.entity(p, "", e, raw, depth)
 }
 
 // isFailureReport looks, before anything is walked, for what makes a mail
@@ -83,15 +83,19 @@ func benignMIME(err error) bool {
 	return message.IsUnknownCharset(err) || message.IsUnknownEncoding(err)
 }
 
-// entity walks one MIME entity; num is its part number ("1.2"), "" for the
-// message itself.
-func (w *walker) entity(p, num string, e *message.Entity, depth int) error {
+// entity walks one MIME entity of the mail raw; num is its part number
+// ("1.2"), "" for the message itself.
+func (w *walker) entity(p, num string, e *message.Entity, raw []byte, depth int) error {
 	if depth > w.lim.MaxDepth {
 		return fmt.Errorf("%sMIME parts nested deeper than %d: %w", prefix(p), w.lim.MaxDepth, ErrLimit)
 	}
-	mediaType, _, _ := e.Header.ContentType()
+	mediaType, params, _ := e.Header.ContentType()
 	if mr := e.MultipartReader(); mr != nil {
-		return w.multipart(p, num, mr, depth)
+		// Some mailers (Mail.ru among them) end a mail without the closing
+		// boundary of its multipart body: the parts before the end are
+		// whole, and the last one runs to the end of the mail.
+		closed := bytes.Contains(raw, []byte("--"+params["boundary"]+"--"))
+		return w.multipart(p, num, mr, raw, closed, depth)
 	}
 	switch mediaType {
 	case "message/rfc822", "message/global":
@@ -107,13 +111,19 @@ func (w *walker) entity(p, num string, e *message.Entity, depth int) error {
 	return nil
 }
 
-func (w *walker) multipart(p, num string, mr message.MultipartReader, depth int) error {
+func (w *walker) multipart(p, num string, mr message.MultipartReader, raw []byte, closed bool, depth int) error {
 	for i := 1; ; i++ {
 		part, err := mr.NextPart()
 		if err == io.EOF {
 			return nil
 		}
+		if err != nil && !closed && i > 1 {
+			return nil // the mail ended after the last whole part
+		}
 		if err != nil && (part == nil || !benignMIME(err)) {
+			if !closed {
+				return fmt.Errorf("%smail ends before its MIME part %s, without a closing boundary: %w", prefix(p), partNum(num, i), err)
+			}
 			return fmt.Errorf("%sMIME part %s: %w", prefix(p), partNum(num, i), err)
 		}
 		w.parts++
@@ -125,10 +135,53 @@ func (w *walker) multipart(p, num string, mr message.MultipartReader, depth int)
 		if name := fileName(part.Header); name != "" {
 			step += " " + quoteName(name)
 		}
-		if err := w.entity(join(p, step), n, part, depth+1); err != nil {
+		var end *unclosedEnd
+		if !closed {
+			end = &unclosedEnd{r: part.Body}
+			part.Body = end
+		}
+		if err := w.entity(join(p, step), n, part, raw, depth+1); err != nil {
+			if end != nil && end.reached {
+				// The part ran to the end of the mail and could not be
+				// read whole: the mail was cut short inside it.
+				where := "part " + n
+				if name := fileName(part.Header); name != "" {
+					where += " (" + quoteName(name) + ")"
+				}
+				return &cutShort{msg: prefix(p) + "mail ends inside " + where + ", without a closing boundary: " +
+					strings.TrimPrefix(err.Error(), step+": "), err: err}
+			}
 			return err
 		}
 	}
+}
+
+// cutShort is the error of a part the mail ended inside: its words say so
+// (and name the part once), and it wraps what reading the part found.
+type cutShort struct {
+	msg string
+	err error
+}
+
+func (c *cutShort) Error() string { return c.msg }
+func (c *cutShort) Unwrap() error { return c.err }
+
+// unclosedEnd reads the body of a part that may run to the end of a mail
+// without a closing boundary: the end of the mail ends the part, as a
+// boundary would (the multipart reader calls it io.ErrUnexpectedEOF).
+// Whether the part is whole is for what reads it to say.
+type unclosedEnd struct {
+	r       io.Reader
+	reached bool // the part ran to the end of the mail
+}
+
+func (u *unclosedEnd) Read(p []byte) (int, error) {
+	n, err := u.r.Read(p)
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		u.reached = true
+		err = io.EOF
+	}
+	return n, err
 }
 
 func (w *walker) document(p string, kind Kind, body io.Reader) error {
