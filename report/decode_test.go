@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func agg(dir, name string) string { return filepath.Join("..", "testdata", dir, name) }
@@ -344,5 +345,33 @@ func TestMailWithoutClosingBoundary(t *testing.T) {
 				t.Fatalf("%d reports, want 1", len(p.kinds))
 			}
 		})
+	}
+}
+
+// TestEximFailureReport: Exim's own failure report format (no ARF part,
+// the fields in words, then the returned headers) is read as a failure
+// report with the ARF fields it means.
+func TestEximFailureReport(t *testing.T) {
+	p, err := parseFile(filepath.Join(corpusDir, "failure/parsedmarc__exim_plain_text_only_no_arf_part.eml"), DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.failures) != 1 {
+		t.Fatalf("%d failure reports (kinds %v)", len(p.failures), p.kinds)
+	}
+	f := p.failures[0]
+	eq(t, "domain", f.Domain(), "example.com")
+	eq(t, "source IP", f.SourceIP.String(), "203.0.113.68")
+	eq(t, "auth failure", f.AuthFailure, AuthFailure("dmarc"))
+	eq(t, "delivery result", f.DeliveryResult, DeliveryResult("delivered"))
+	eq(t, "identity alignment", f.IdentityAlignment, "none")
+	eq(t, "arrival", f.ArrivalDate.Format(time.RFC3339), "2025-04-07T21:16:09Z")
+	eq(t, "original subject", f.Original.Subject, "Payment from your account.")
+	eq(t, "identity", f.Identity, "message-id:<E1u1tpB-00AA5u-ED@node04.mailgate.example.net>")
+
+	// The same words in a mail that is not a report are not one.
+	mail := "From: a@example.com\r\nSubject: hello\r\nContent-Type: text/plain\r\n\r\nWe met at the Sender Domain: example.com stand.\r\n"
+	if _, err := parseReader(strings.NewReader(mail), DefaultLimits()); !errors.Is(err, ErrNoReport) {
+		t.Errorf("a plain mail: %v, want ErrNoReport", err)
 	}
 }

@@ -2,6 +2,7 @@ package report
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -24,7 +25,8 @@ import (
 // RFC 2046 forbids), field names in any case, unknown fields. Refused with
 // a reason: an ARF message of another Feedback-Type (abuse, fraud, ...),
 // which is not an authentication failure report, and a mail without a
-// message/feedback-report part.
+// message/feedback-report part, unless it is an Exim failure report in its
+// own words (eximReport).
 
 // FailureReport is one DMARC failure report. It holds personal data (the
 // addresses and headers of a real message): callers must not put any of it
@@ -118,6 +120,7 @@ func ParseFailure(r io.Reader, lim Limits) (*FailureReport, error) {
 	reportID := strings.TrimSpace(e.Header.Get("Message-Id"))
 	var feedback, original textproto.Header
 	var sawFeedback, sawOriginal bool
+	var exim *eximFields
 	parts := 0
 	var walk func(e *message.Entity, depth int) error
 	walk = func(e *message.Entity, depth int) error {
@@ -143,6 +146,12 @@ func ParseFailure(r io.Reader, lim Limits) (*FailureReport, error) {
 		}
 		mediaType, _, _ := e.Header.ContentType()
 		switch {
+		case mediaType == "text/plain" && exim == nil && !sawFeedback:
+			body, err := io.ReadAll(newLimitReader(e.Body, int64(lim.MaxTextBytes)*4, "text part"))
+			if err != nil {
+				return fmt.Errorf("failure report: text part: %w", err)
+			}
+			exim = eximReport(body)
 		case mediaType == "message/feedback-report" && !sawFeedback:
 			h, err := readFields(e.Body, lim)
 			if err != nil {
@@ -160,6 +169,11 @@ func ParseFailure(r io.Reader, lim Limits) (*FailureReport, error) {
 	}
 	if err := walk(e, 0); err != nil {
 		return nil, err
+	}
+	if !sawFeedback && exim != nil {
+		// Exim's own format: the fields in words, then the returned
+		// headers, in one text part.
+		feedback, original, sawFeedback, sawOriginal = exim.feedback, exim.original, true, exim.sawOriginal
 	}
 	if !sawFeedback {
 		return nil, fmt.Errorf("mail has no message/feedback-report part: not an ARF failure report: %w", ErrNoReport)
@@ -211,6 +225,82 @@ func ParseFailure(r io.Reader, lim Limits) (*FailureReport, error) {
 		return nil, fmt.Errorf("failure report names no domain (no Reported-Domain, no From in the returned message): %w", ErrInvalid)
 	}
 	return f, nil
+}
+
+// eximFields are the fields of a failure report in Exim's own format
+// (cPanel hosts send it): no ARF part, but a text part that says
+//
+//	Sender Domain: example.com
+//	Sender IP Address: 203.0.113.68
+//	Received date: Mon, 07 Apr 2025 23:16:09 +0200
+//	SPF Alignment: no
+//	DKIM Alignment: no
+//	DMARC Results: None, Accept
+//
+//	------ This is a copy of the headers that were received before the error was detected.
+//
+// and then the returned message's headers. They are mapped to the ARF
+// fields they mean.
+type eximFields struct {
+	feedback, original textproto.Header
+	sawOriginal        bool
+}
+
+// eximCopyLine introduces the returned headers in Exim's format.
+const eximCopyLine = "This is a copy of the headers"
+
+// eximReport reads a text part in Exim's failure report format, or
+// returns nil when it is not one: it must give the sender domain and
+// address and at least one alignment.
+func eximReport(body []byte) *eximFields {
+	text, rest, _ := bytes.Cut(body, []byte(eximCopyLine))
+	fields := map[string]string{}
+	for _, line := range strings.Split(string(text), "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if ok {
+			fields[strings.ToLower(strings.TrimSpace(k))] = strings.TrimSpace(v)
+		}
+	}
+	domain, ip := fields["sender domain"], fields["sender ip address"]
+	spf, dkim := strings.ToLower(fields["spf alignment"]), strings.ToLower(fields["dkim alignment"])
+	if domain == "" || ip == "" || spf == "" && dkim == "" {
+		return nil
+	}
+	x := &eximFields{}
+	x.feedback.Set("Feedback-Type", "auth-failure")
+	x.feedback.Set("User-Agent", "Exim")
+	x.feedback.Set("Reported-Domain", domain)
+	x.feedback.Set("Source-IP", ip)
+	x.feedback.Set("Arrival-Date", fields["received date"])
+	// Exim reports a message that failed DMARC: neither identifier aligned.
+	x.feedback.Set("Auth-Failure", "dmarc")
+	// RFC 7489 §7.3.1: the identifiers that aligned, "none" for none.
+	var aligned []string
+	if dkim == "yes" {
+		aligned = append(aligned, "dkim")
+	}
+	if spf == "yes" {
+		aligned = append(aligned, "spf")
+	}
+	if len(aligned) == 0 {
+		aligned = []string{"none"}
+	}
+	x.feedback.Set("Identity-Alignment", strings.Join(aligned, ", "))
+	// "DMARC Results: None, Accept": the policy, then what was done.
+	if _, action, ok := strings.Cut(fields["dmarc results"], ","); ok {
+		x.feedback.Set("Delivery-Result", map[string]string{"accept": "delivered", "reject": "reject",
+			"quarantine": "spam"}[strings.ToLower(strings.TrimSpace(action))])
+	}
+	if len(rest) > 0 {
+		// Past the rest of the "------ This is a copy ..." line.
+		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+			rest = bytes.TrimLeft(rest[i+1:], "\r\n")
+			if h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(rest))); err == nil || h.Len() > 0 {
+				x.original, x.sawOriginal = h, true
+			}
+		}
+	}
+	return x
 }
 
 // ErrNotFailure: an ARF message that is not an authentication failure

@@ -52,6 +52,10 @@ func (w *walker) isFailureReport(raw []byte, depth int) bool {
 		case mediaType == "multipart/report" && strings.EqualFold(params["report-type"], "feedback-report"),
 			mediaType == "message/feedback-report":
 			return true
+		case mediaType == "text/plain":
+			// Exim's failure reports have no ARF part: their text says it.
+			body, _ := io.ReadAll(io.LimitReader(e.Body, int64(w.lim.MaxTextBytes)*4))
+			return eximReport(body) != nil
 		case depth > w.lim.MaxDepth:
 			return false
 		}
