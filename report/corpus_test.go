@@ -2,6 +2,8 @@ package report
 
 import (
 	"bufio"
+	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -147,6 +149,10 @@ func TestCorpus(t *testing.T) {
 	}
 	for _, e := range entries {
 		t.Run(e.file, func(t *testing.T) {
+			if e.kind == "schema" {
+				checkSchema(t, e)
+				return
+			}
 			p, err := parseFile(filepath.Join(corpusDir, e.file), DefaultLimits())
 			tls := strings.Contains(e.notes, "TLS report JSON") || strings.Contains(e.notes, "SMTP TLS report mail") || e.kind == "smtp_tls"
 			switch {
@@ -296,5 +302,21 @@ func checkFailure(t *testing.T, e manifestEntry, p *parsed) {
 	}
 	if f.Domain() == "" || f.Reporter == "" {
 		t.Errorf("domain %q, reporter %q", f.Domain(), f.Reporter)
+	}
+}
+
+// checkSchema: for a schema, expect= says whether it is well-formed XML
+// (encoding/xml reads it to the end); either way it is no report, and the
+// parser says so (ErrNoReport or ErrNotAggregate, both counted as
+// no_report), never malformed.
+func checkSchema(t *testing.T, e manifestEntry) {
+	t.Helper()
+	data := readTestFile(t, "corpus", e.file)
+	_, err := stdTokens(data)
+	if (err == nil) != (e.expect == "parse") {
+		t.Errorf("well-formed: %v, expect=%s", err == nil, e.expect)
+	}
+	if _, err := parseReader(bytes.NewReader(data), DefaultLimits()); !errors.Is(err, ErrNoReport) && !errors.Is(err, ErrNotAggregate) {
+		t.Errorf("a schema read as: %v, want ErrNoReport or ErrNotAggregate", err)
 	}
 }

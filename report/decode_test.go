@@ -3,6 +3,7 @@ package report
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -374,4 +375,38 @@ func TestEximFailureReport(t *testing.T) {
 	if _, err := parseReader(strings.NewReader(mail), DefaultLimits()); !errors.Is(err, ErrNoReport) {
 		t.Errorf("a plain mail: %v, want ErrNoReport", err)
 	}
+}
+
+// TestRejectKinds: every crossed bound is ErrLimit (too_large), and JSON
+// that is no SMTP TLS report at all is ErrNoReport (no_report), not a
+// malformed one.
+func TestRejectKinds(t *testing.T) {
+	lim := DefaultLimits()
+	for _, tt := range []struct {
+		name string
+		doc  string
+		want error
+	}{
+		{"long tag", `<feedback a="` + strings.Repeat("x", 2<<20) + `"/>`, ErrLimit},
+		{"long text", "<feedback><report_metadata><org_name>" + strings.Repeat("x", 2<<20) + "</org_name></report_metadata></feedback>", ErrLimit},
+		{"many attributes", "<feedback" + manyAttrs(300) + "/>", ErrLimit},
+		{"JSON schema", `{"$schema": "http://json-schema.org/draft-07/schema#", "title": "SMTP TLS report", "type": "object"}`, ErrNoReport},
+		{"JSON array", `[1, 2, 3]`, ErrNoReport},
+		{"TLS report without report-id", `{"organization-name": "x", "policies": []}`, ErrInvalid},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := parseReader(strings.NewReader(tt.doc), lim)
+			if !errors.Is(err, tt.want) {
+				t.Errorf("error %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
+
+func manyAttrs(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, " a%d=\"1\"", i)
+	}
+	return b.String()
 }

@@ -164,12 +164,18 @@ func ParseTLSReport(r io.Reader, lim Limits) (*TLSReport, error) {
 		switch {
 		case errors.As(err, &syn):
 			return nil, fmt.Errorf("SMTP TLS report: JSON offset %d: %v: %w", syn.Offset, syn, ErrInvalid)
+		case errors.As(err, &typ) && typ.Field == "":
+			return nil, fmt.Errorf("JSON %s, not an SMTP TLS report object: %w", typ.Value, ErrNoReport)
 		case errors.As(err, &typ):
 			return nil, fmt.Errorf("SMTP TLS report: %s is a JSON %s, not %s: %w", typ.Field, typ.Value, typ.Type, ErrInvalid)
 		case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
 			return nil, fmt.Errorf("SMTP TLS report: JSON ends early: truncated: %w", ErrInvalid)
 		}
 		return nil, fmt.Errorf("SMTP TLS report: %w", err)
+	}
+	if j.OrganizationName == "" && j.DateRange == nil && j.ReportID == "" && j.Policies == nil && j.ContactInfo == nil {
+		// A JSON Schema, or any other JSON: none of a report's members.
+		return nil, fmt.Errorf("JSON without organization-name, date-range, report-id or policies: not an SMTP TLS report: %w", ErrNoReport)
 	}
 	rep := &TLSReport{
 		OrganizationName: strings.TrimSpace(j.OrganizationName),

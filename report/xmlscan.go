@@ -73,11 +73,20 @@ type xmlAttr struct {
 
 // scanError is a well-formedness error with the line where it was found.
 type scanError struct {
-	line int
-	msg  string
+	line  int
+	msg   string
+	limit bool // a bound of the scanner was crossed, not a fault of the XML
 }
 
 func (e *scanError) Error() string { return fmt.Sprintf("XML line %d: %s", e.line, e.msg) }
+
+// Unwrap makes a crossed bound an ErrLimit, as every limit is.
+func (e *scanError) Unwrap() error {
+	if e.limit {
+		return ErrLimit
+	}
+	return nil
+}
 
 func newXMLScanner(r io.Reader, maxToken int) *xmlScanner {
 	return &xmlScanner{r: r, buf: make([]byte, 16<<10), line: 1, maxTok: maxToken}
@@ -86,6 +95,14 @@ func newXMLScanner(r io.Reader, maxToken int) *xmlScanner {
 func (s *xmlScanner) fail(format string, args ...any) error {
 	if s.err == nil {
 		s.err = &scanError{line: s.line, msg: fmt.Sprintf(format, args...)}
+	}
+	return s.err
+}
+
+// failLimit fails for a crossed bound (an ErrLimit).
+func (s *xmlScanner) failLimit(format string, args ...any) error {
+	if s.err == nil {
+		s.err = &scanError{line: s.line, msg: fmt.Sprintf(format, args...), limit: true}
 	}
 	return s.err
 }
@@ -106,7 +123,7 @@ func (s *xmlScanner) fill() bool {
 	}
 	if s.end == len(s.buf) {
 		if len(s.buf) >= s.maxTok {
-			s.fail("a single tag or text run is longer than %d bytes", s.maxTok)
+			s.failLimit("a single tag or text run is longer than %d bytes", s.maxTok)
 			return false
 		}
 		nb := make([]byte, min(2*len(s.buf), s.maxTok+1))
@@ -643,7 +660,7 @@ func (s *xmlScanner) startTag(b []byte) (int, error) {
 			return 0, s.needMore()
 		}
 		if len(s.attrs) >= maxAttrs {
-			return 0, s.fail("more than %d attributes in an element", maxAttrs)
+			return 0, s.failLimit("more than %d attributes in an element", maxAttrs)
 		}
 		for _, a := range s.attrs {
 			if bytes.Equal(a.qname, aname) {
