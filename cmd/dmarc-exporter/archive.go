@@ -18,18 +18,20 @@ import (
 // under --storage.path, for operators.
 type archiveCmd struct {
 	cmd, stats, check, vacuum *kingpin.CmdClause
+	storagePath               *string
 }
 
 func newArchiveCmd(app *kingpin.Application) *archiveCmd {
 	c := &archiveCmd{cmd: app.Command("archive", "Look after the archive under --storage.path.")}
+	c.storagePath = c.cmd.Flag("storage.path", "Directory of the archive (dmarc.db).").Default("data").String()
 	c.stats = c.cmd.Command("stats", "Print the archive's size, rows per table, and its oldest and newest report.")
 	c.check = c.cmd.Command("check", "Check the archive's integrity (SQLite integrity and foreign key checks); exit 1 on a problem.")
 	c.vacuum = c.cmd.Command("vacuum", "Rebuild the archive to give back the space of deleted reports (writes wait meanwhile).")
 	return c
 }
 
-func (c *archiveCmd) run(cmd, storagePath string, stdout, stderr io.Writer) int {
-	arc, err := archive.Open(storagePath)
+func (c *archiveCmd) run(cmd string, stdout, stderr io.Writer) int {
+	arc, err := archive.Open(*c.storagePath)
 	if err != nil {
 		fmt.Fprintf(stderr, "dmarc-exporter: %v\n", err)
 		return 1

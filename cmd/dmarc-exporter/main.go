@@ -24,9 +24,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	app := kingpin.New("dmarc-exporter", "A Prometheus exporter for DMARC reports.")
 	app.Version(version.Print("dmarc-exporter"))
 	app.HelpFlag.Short('h')
-	app.UsageWriter(stderr)
+	// Help and version are what was asked for: on stdout, and then the
+	// program ends, whatever else the command line says.
+	app.UsageWriter(stdout)
 	app.ErrorWriter(stderr)
-	app.Terminate(nil)
+	done := false
+	app.Terminate(func(int) { done = true })
 
 	resolvers := app.Flag("dns.resolver", "DNS resolver HOST:PORT for every lookup the program makes (repeatable); default: the system's.").Strings()
 	serve := newServeCmd(app)
@@ -35,6 +38,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	arc := newArchiveCmd(app)
 
 	cmd, err := app.Parse(args)
+	if done {
+		return 0
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "dmarc-exporter: %v\n", err)
 		return 2
@@ -45,7 +51,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case check.cmd.FullCommand():
 		return check.run(*resolvers, stdout, stderr)
 	case arc.stats.FullCommand(), arc.check.FullCommand(), arc.vacuum.FullCommand():
-		return arc.run(cmd, *serve.storagePath, stdout, stderr)
+		return arc.run(cmd, stdout, stderr)
 	case serve.cmd.FullCommand():
 		return serve.run(*resolvers, stdout, stderr)
 	}

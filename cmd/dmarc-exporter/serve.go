@@ -42,16 +42,16 @@ type serveCmd struct {
 
 func newServeCmd(app *kingpin.Application) *serveCmd {
 	c := &serveCmd{cmd: app.Command("serve", "Run the exporter (the default).").Default()}
-	c.configFile = app.Flag("config.file", "YAML configuration file; optional with --source.dir.").String()
-	c.configCheck = app.Flag("config.check", "Check the configuration and exit.").Bool()
-	c.sourceDirs = app.Flag("source.dir", "Read reports from this directory (repeatable), besides those of the configuration.").Strings()
-	c.domains = app.Flag("domain", "Count reports for this domain and its subdomains (repeatable), besides those of the configuration.").Strings()
-	c.storagePath = app.Flag("storage.path", "Directory of the archive (dmarc.db).").Default("data").String()
-	c.telemetryPath = app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").String()
-	c.newSeriesDelay = app.Flag("metrics.new-series-delay", "Serve a new counter series at 0 this long before its value, so that increase() counts its first report; at least the scrape interval.").Default("2m").Duration()
-	c.asnDatabase = app.Flag("senders.asn-database", "MaxMind-format ASN database (GeoLite2-ASN, DB-IP ASN Lite, IPinfo Lite), instead of senders.asn_database.").String()
-	c.countryDB = app.Flag("senders.country-database", "MaxMind-format country database, instead of senders.country_database.").String()
-	c.webFlags = kingpinflag.AddFlags(app, defaultListenAddress)
+	c.configFile = c.cmd.Flag("config.file", "YAML configuration file; optional with --source.dir.").String()
+	c.configCheck = c.cmd.Flag("config.check", "Check the configuration and exit.").Bool()
+	c.sourceDirs = c.cmd.Flag("source.dir", "Read reports from this directory (repeatable), besides those of the configuration.").Strings()
+	c.domains = c.cmd.Flag("domain", "Count reports for this domain and its subdomains (repeatable), besides those of the configuration.").Strings()
+	c.storagePath = c.cmd.Flag("storage.path", "Directory of the archive (dmarc.db).").Default("data").String()
+	c.telemetryPath = c.cmd.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").String()
+	c.newSeriesDelay = c.cmd.Flag("metrics.new-series-delay", "Serve a new counter series at 0 this long before its value, so that increase() counts its first report; at least the scrape interval.").Default("2m").Duration()
+	c.asnDatabase = c.cmd.Flag("senders.asn-database", "MaxMind-format ASN database (GeoLite2-ASN, DB-IP ASN Lite, IPinfo Lite), instead of senders.asn_database.").String()
+	c.countryDB = c.cmd.Flag("senders.country-database", "MaxMind-format country database, instead of senders.country_database.").String()
+	c.webFlags = kingpinflag.AddFlags(c.cmd, defaultListenAddress)
 	c.logConfig = &promslog.Config{}
 	promslogflag.AddFlags(app, c.logConfig)
 	return c
