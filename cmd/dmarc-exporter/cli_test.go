@@ -2,8 +2,18 @@ package main
 
 import (
 	"bytes"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/prometheus/exporter-toolkit/web"
+
+	"github.com/dmarc-exporter/dmarc-exporter/internal/testenv"
 )
 
 // TestHelpAndVersion: help and version go to stdout and end the program
@@ -31,5 +41,73 @@ func TestHelpAndVersion(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "--format") {
 		t.Errorf("parse --help lacks its own --format:\n%s", out.String())
+	}
+}
+
+// TestIdleClients: more idle keep-alive clients than the connection cap
+// hold no one out for long: idle connections are closed, and a new client
+// is served.
+func TestIdleClients(t *testing.T) {
+	addr := testenv.FreeAddr(t)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") }),
+		IdleTimeout: 300 * time.Millisecond}
+	flags := &web.FlagConfig{WebListenAddresses: &[]string{addr}, WebSystemdSocket: new(bool), WebConfigFile: new(string)}
+	go listenAndServe(srv, flags, 5, slog.New(slog.DiscardHandler))
+	t.Cleanup(func() { srv.Close() })
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+	}
+	// Twenty clients, each with one request answered and its connection
+	// kept open, idle.
+	var conns []net.Conn
+	for i := 0; i < 20; i++ {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	}
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatalf("a new client behind twenty idle ones: %v", err)
+	}
+	resp.Body.Close()
+}
+
+// TestLifecycleOff: without --web.enable-lifecycle, POST /-/reload is
+// refused (SIGHUP still reloads), and the landing page links no
+// profiling pages, which are not served.
+func TestLifecycleOff(t *testing.T) {
+	e := startExporter(t, "--source.dir="+t.TempDir(), "--storage.path="+t.TempDir())
+	resp, err := http.Post(e.url+"/-/reload", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("POST /-/reload without --web.enable-lifecycle: %d", resp.StatusCode)
+	}
+	resp, err = http.Get(e.url + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if strings.Contains(string(page), "debug/pprof") {
+		t.Error("the landing page links /debug/pprof, which is not served")
 	}
 }

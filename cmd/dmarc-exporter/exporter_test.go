@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -398,7 +399,7 @@ func TestReload(t *testing.T) {
 		}
 	}
 	write(fmt.Sprintf("domains: [example.com]\ndirectories:\n  - name: corpus\n    path: %s\n", src))
-	e := startExporter(t, "--config.file="+cfg, "--storage.path="+filepath.Join(dir, "state"))
+	e := startExporter(t, "--config.file="+cfg, "--storage.path="+filepath.Join(dir, "state"), "--web.enable-lifecycle")
 	e.waitScans(1, "corpus")
 	domains := func() []string {
 		var out []string
@@ -424,8 +425,18 @@ func TestReload(t *testing.T) {
 	}
 
 	write("domains: [example.com]\nno_such_key: 1\n")
-	if code := post(); code != http.StatusInternalServerError {
-		t.Errorf("bad reload answered %d", code)
+	resp, err := http.Post(e.url+"/-/reload", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusInternalServerError {
+		t.Errorf("bad reload answered %d", resp.StatusCode)
+	}
+	// The reason stays in the log: it names paths and quotes files.
+	if strings.Contains(string(body), "no_such_key") || strings.Contains(string(body), dir) {
+		t.Errorf("the answer to a bad reload gives its reason away: %s", body)
 	}
 	if gauge() != 0 {
 		t.Error("config_last_reload_successful not 0 after a bad reload")
@@ -456,9 +467,25 @@ func TestReload(t *testing.T) {
 }
 
 func TestConfigCheck(t *testing.T) {
-	out, err := exec.Command(binary, "--config.file="+filepath.Join(testdata, "../examples/dmarc-exporter.yml"), "--config.check").CombinedOutput()
+	// The example names its source relative to the repository's root.
+	check := exec.Command(binary, "--config.file=examples/dmarc-exporter.yml", "--config.check")
+	check.Dir = filepath.Join("..", "..")
+	out, err := check.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "configuration is valid") {
 		t.Errorf("example config: %v: %s", err, out)
+	}
+	// A source directory that is not there, or may not be read.
+	unreadable := t.TempDir()
+	os.Chmod(unreadable, 0)
+	defer os.Chmod(unreadable, 0o700)
+	for _, dir := range []string{filepath.Join(t.TempDir(), "missing"), unreadable} {
+		out, err := exec.Command(binary, "--source.dir="+dir, "--config.check").CombinedOutput()
+		if os.Geteuid() == 0 && dir == unreadable {
+			continue // root reads it all the same
+		}
+		if err == nil || !strings.Contains(string(out), "directory source "+dir) {
+			t.Errorf("source %s: %v: %s", dir, err, out)
+		}
 	}
 	out, err = exec.Command(binary, "--config.file="+filepath.Join("..", "..", "config", "testdata", "unknown-key.bad.yml"), "--config.check").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "line 4: field archve_dir not found") {

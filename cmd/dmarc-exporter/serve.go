@@ -26,18 +26,19 @@ const defaultListenAddress = ":10037"
 
 // serveCmd runs the exporter: the default command.
 type serveCmd struct {
-	cmd            *kingpin.CmdClause
-	configFile     *string
-	configCheck    *bool
-	sourceDirs     *[]string
-	domains        *[]string
-	storagePath    *string
-	telemetryPath  *string
-	newSeriesDelay *time.Duration
-	asnDatabase    *string
-	countryDB      *string
-	webFlags       *web.FlagConfig
-	logConfig      *promslog.Config
+	cmd             *kingpin.CmdClause
+	configFile      *string
+	configCheck     *bool
+	sourceDirs      *[]string
+	domains         *[]string
+	storagePath     *string
+	telemetryPath   *string
+	enableLifecycle *bool
+	newSeriesDelay  *time.Duration
+	asnDatabase     *string
+	countryDB       *string
+	webFlags        *web.FlagConfig
+	logConfig       *promslog.Config
 }
 
 func newServeCmd(app *kingpin.Application) *serveCmd {
@@ -47,6 +48,7 @@ func newServeCmd(app *kingpin.Application) *serveCmd {
 	c.sourceDirs = c.cmd.Flag("source.dir", "Read reports from this directory (repeatable), besides those of the configuration.").Strings()
 	c.domains = c.cmd.Flag("domain", "Count reports for this domain and its subdomains (repeatable), besides those of the configuration.").Strings()
 	c.storagePath = c.cmd.Flag("storage.path", "Directory of the archive (dmarc.db).").Default("data").String()
+	c.enableLifecycle = c.cmd.Flag("web.enable-lifecycle", "Allow a configuration reload by HTTP POST to /-/reload (SIGHUP always reloads).").Bool()
 	c.telemetryPath = c.cmd.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").String()
 	c.newSeriesDelay = c.cmd.Flag("metrics.new-series-delay", "Serve a new counter series at 0 this long before its value, so that increase() counts its first report; at least the scrape interval.").Default("2m").Duration()
 	c.asnDatabase = c.cmd.Flag("senders.asn-database", "MaxMind-format ASN database (GeoLite2-ASN, DB-IP ASN Lite, IPinfo Lite), instead of senders.asn_database.").String()
@@ -90,6 +92,9 @@ func (c *serveCmd) run(resolvers []string, stdout, stderr io.Writer) int {
 	logger := promslog.New(c.logConfig)
 	cfg, err := c.loadConfig()
 	if *c.configCheck {
+		if err == nil {
+			err = checkSources(cfg)
+		}
 		if err != nil {
 			fmt.Fprintf(stderr, "configuration is not valid: %v\n", err)
 			return 1
@@ -111,4 +116,16 @@ func (c *serveCmd) run(resolvers []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return srv.run(ctx, cfg)
+}
+
+// checkSources reports the source directories that cannot be read: a
+// path that does not exist, is not a directory, or may not be listed.
+func checkSources(cfg *config.Config) error {
+	var problems []error
+	for _, d := range cfg.Directories {
+		if _, err := os.ReadDir(d.Path); err != nil {
+			problems = append(problems, fmt.Errorf("directory source %s: %w", d.Name, err))
+		}
+	}
+	return errors.Join(problems...)
 }

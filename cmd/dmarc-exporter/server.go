@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -17,6 +20,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/common/version"
 	"github.com/prometheus/exporter-toolkit/web"
+	"golang.org/x/net/netutil"
 
 	"github.com/dmarc-exporter/dmarc-exporter/archive"
 	"github.com/dmarc-exporter/dmarc-exporter/collector"
@@ -134,9 +138,10 @@ func (s *server) run(ctx context.Context, cfg *config.Config) int {
 		s.log.Error("routes", "err", err)
 		return 1
 	}
-	httpServer := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 2 * time.Minute}
+	httpServer := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 2 * time.Minute,
+		IdleTimeout: idleTimeout}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- web.ListenAndServe(httpServer, s.cmd.webFlags, s.log) }()
+	go func() { serveErr <- listenAndServe(httpServer, s.cmd.webFlags, maxConnections, s.log) }()
 	status := 0
 	select {
 	case <-ctx.Done():
@@ -154,6 +159,44 @@ func (s *server) run(ctx context.Context, cfg *config.Config) int {
 		status = 1
 	}
 	return status
+}
+
+// Bounds on HTTP clients: a connection idle this long is closed, and past
+// maxConnections open ones a new connection waits for one to close, so
+// that idle keep-alive clients cannot use up the file descriptors that
+// sources and scrapes need.
+const (
+	idleTimeout    = time.Minute
+	maxConnections = 256
+)
+
+// listenAndServe is web.ListenAndServe (TLS and basic auth of
+// --web.config.file) with at most max connections open on each TCP
+// address; systemd and vsock listeners are served as the toolkit does.
+func listenAndServe(srv *http.Server, flags *web.FlagConfig, max int, log *slog.Logger) error {
+	if flags.WebSystemdSocket != nil && *flags.WebSystemdSocket {
+		return web.ListenAndServe(srv, flags, log)
+	}
+	var listeners []net.Listener
+	defer func() {
+		for _, l := range listeners {
+			l.Close()
+		}
+	}()
+	for _, addr := range *flags.WebListenAddresses {
+		if strings.HasPrefix(addr, "vsock://") {
+			return web.ListenAndServe(srv, flags, log)
+		}
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return err
+		}
+		listeners = append(listeners, netutil.LimitListener(l, max))
+	}
+	if len(listeners) == 0 {
+		return errors.New("no --web.listen-address")
+	}
+	return web.ServeMultiple(listeners, srv, flags, log)
 }
 
 // reload applies the configuration file again; on error the running
@@ -194,13 +237,20 @@ func (s *server) routes(ctx context.Context) (*http.ServeMux, error) {
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "Healthy") })
 	mux.HandleFunc("/-/ready", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "Ready") })
 	mux.HandleFunc("/-/reload", func(w http.ResponseWriter, r *http.Request) {
+		// As Prometheus: only with --web.enable-lifecycle (SIGHUP always
+		// works), and the reason of a failure stays in the log: it may
+		// name paths and quote the files the configuration names.
+		if !*s.cmd.enableLifecycle {
+			http.Error(w, "Lifecycle API is not enabled (--web.enable-lifecycle); send SIGHUP to reload", http.StatusForbidden)
+			return
+		}
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", http.MethodPost)
 			http.Error(w, "use POST", http.StatusMethodNotAllowed)
 			return
 		}
 		if err := s.reload(ctx); err != nil {
-			http.Error(w, "reload failed: "+err.Error(), http.StatusInternalServerError)
+			http.Error(w, "reload failed: the running configuration stays; the log says why", http.StatusInternalServerError)
 			return
 		}
 		fmt.Fprintln(w, "Reloaded")
@@ -210,6 +260,7 @@ func (s *server) routes(ctx context.Context) (*http.ServeMux, error) {
 			Name:        "DMARC Exporter",
 			Description: "Prometheus exporter for DMARC aggregate reports",
 			Version:     version.Info(),
+			Profiling:   "false", // no /debug/pprof is served
 			Links: []web.LandingLinks{
 				{Address: telemetry, Text: "Metrics"},
 				{Address: "/failure-samples", Text: "Failure report samples", Description: "recent failure reports, redacted (JSON; empty unless failure_samples is set)"},
