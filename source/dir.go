@@ -104,7 +104,8 @@ func (d *Dir) scan(ctx context.Context, w *fsnotify.Watcher) (wait time.Duration
 	settle := time.Duration(d.cfg.SettleTime)
 	present := map[string]bool{}
 	var toMove []done
-	read := 0
+	read, refused := 0, 0
+	began := time.Now()
 	complete := true
 	flush := func() {
 		if err := d.sink.Commit(); err != nil {
@@ -167,6 +168,9 @@ func (d *Dir) scan(ctx context.Context, w *fsnotify.Watcher) (wait time.Duration
 			return nil
 		}
 		toMove = append(toMove, done{path, rel, rejected})
+		if rejected {
+			refused++
+		}
 		if read++; read%commitEvery == 0 {
 			flush()
 		}
@@ -178,6 +182,9 @@ func (d *Dir) scan(ctx context.Context, w *fsnotify.Watcher) (wait time.Duration
 	}
 	if complete {
 		d.sink.PruneFiles(root, present)
+		// Logged, then counted: whoever sees the count finds the line.
+		d.log.Info("scan complete", "files", len(present), "read", read, "counted", read-refused, "refused", refused,
+			"took", time.Since(began).Round(time.Millisecond))
 		d.metrics.scans.WithLabelValues(d.cfg.Name).Inc()
 		d.metrics.lastScan.WithLabelValues(d.cfg.Name).SetToCurrentTime()
 	}

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/dmarc-exporter/dmarc-exporter/archive"
 	"github.com/dmarc-exporter/dmarc-exporter/collector"
 	"github.com/dmarc-exporter/dmarc-exporter/config"
+	"github.com/dmarc-exporter/dmarc-exporter/internal/testenv"
 	"github.com/dmarc-exporter/dmarc-exporter/report"
 )
 
@@ -41,19 +43,26 @@ func testStore(t testing.TB) *collector.Store {
 	return store
 }
 
-// runDir starts a directory source on dir with a real Store as its sink.
+// runDir starts a directory source on dir with a real Store as its sink;
+// its log goes to logs.
 func runDir(t *testing.T, cfg config.Directory) (*collector.Store, *Metrics) {
+	store, m, _ := runDirLogged(t, cfg)
+	return store, m
+}
+
+func runDirLogged(t *testing.T, cfg config.Directory) (*collector.Store, *Metrics, *testenv.SyncBuffer) {
 	t.Helper()
 	store := testStore(t)
 	m := NewMetrics(prometheus.NewRegistry())
+	logs := &testenv.SyncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		NewDir(cfg, store, m, slog.New(slog.DiscardHandler)).Run(ctx)
+		NewDir(cfg, store, m, slog.New(slog.NewTextHandler(logs, nil))).Run(ctx)
 	}()
 	t.Cleanup(func() { cancel(); <-done })
-	return store, m
+	return store, m, logs
 }
 
 func copyFile(t *testing.T, from, to string, age time.Duration) {
@@ -93,9 +102,12 @@ func TestDirMoves(t *testing.T) {
 	copyFile(t, corpus+"dmarcviewer__yahoo.xml", filepath.Join(dir, "sub", "yahoo.xml"), time.Hour)
 	copyFile(t, corpus+"godmarcanalyzer__malformed3.xml", filepath.Join(dir, "broken.xml"), time.Hour)
 	copyFile(t, corpus+"mailauth__002.xml", filepath.Join(dir, "google.xml.part"), time.Hour)
-	_, m := runDir(t, config.Directory{Name: "d", Path: dir, ArchiveDir: archive, InvalidDir: invalid,
+	_, m, logs := runDirLogged(t, config.Directory{Name: "d", Path: dir, ArchiveDir: archive, InvalidDir: invalid,
 		RescanInterval: config.Duration(time.Hour), SettleTime: config.Duration(50 * time.Millisecond)})
 	eventually(t, "first scan", func() bool { return testutil.ToFloat64(m.scans.WithLabelValues("d")) >= 1 })
+	if !strings.Contains(logs.String(), "msg=\"scan complete\" input=d files=2 read=2 counted=1 refused=1") {
+		t.Errorf("no line for the scan:\n%s", logs)
+	}
 	if ingested(m, "d", "ingested") != 1 || ingested(m, "d", "rejected") != 1 {
 		t.Fatalf("ingested %v, rejected %v", ingested(m, "d", "ingested"), ingested(m, "d", "rejected"))
 	}
