@@ -100,7 +100,15 @@ type done struct {
 // scan reads every new, settled file and returns, when some file was not
 // settled yet, how long to wait before scanning again.
 func (d *Dir) scan(ctx context.Context, w *fsnotify.Watcher) (wait time.Duration) {
-	root := d.cfg.Path
+	// The directory itself may be a symbolic link (a mount, a shared
+	// folder): the walk starts from where it leads.
+	root, err := realDir(d.cfg.Path)
+	if err != nil {
+		d.log.Warn("source directory cannot be read", "path", d.cfg.Path, "err", err)
+		d.metrics.errors.WithLabelValues(d.cfg.Name).Inc()
+		return 0
+	}
+	outputs := d.outputs()
 	settle := time.Duration(d.cfg.SettleTime)
 	present := map[string]bool{}
 	var toMove []done
@@ -118,7 +126,7 @@ func (d *Dir) scan(ctx context.Context, w *fsnotify.Watcher) (wait time.Duration
 		}
 		toMove = toMove[:0]
 	}
-	err := filepath.WalkDir(root, func(path string, e fs.DirEntry, err error) error {
+	err = filepath.WalkDir(root, func(path string, e fs.DirEntry, err error) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -129,11 +137,19 @@ func (d *Dir) scan(ctx context.Context, w *fsnotify.Watcher) (wait time.Duration
 			return nil
 		}
 		if e.IsDir() {
-			if path != root && (d.isOutput(path) || strings.HasPrefix(e.Name(), ".")) {
+			if path != root && (outputs[path] || strings.HasPrefix(e.Name(), ".")) {
 				return filepath.SkipDir
 			}
 			if err := w.Add(path); err != nil {
 				d.log.Debug("watch", "path", path, "err", err)
+			}
+			return nil
+		}
+		if e.Type()&fs.ModeSymlink != 0 {
+			// Not followed: a link within the tree names a file read where
+			// it is; one that leads out of it is said once per scan.
+			if target, err := filepath.EvalSymlinks(path); err == nil && !within(target, root) {
+				d.log.Warn("symbolic link leads outside the source directory: not read", "path", path, "target", target)
 			}
 			return nil
 		}
@@ -144,10 +160,13 @@ func (d *Dir) scan(ctx context.Context, w *fsnotify.Watcher) (wait time.Duration
 		if err != nil {
 			return nil // gone since listed
 		}
+		// A file is known by its path under the directory as configured,
+		// whatever links lead there: its mark stays when a link changes.
 		rel, _ := filepath.Rel(root, path)
-		present[path] = true
+		name := filepath.Join(d.cfg.Path, rel)
+		present[name] = true
 		mark := fmt.Sprintf("%d:%d", info.Size(), info.ModTime().UnixNano())
-		if seen, rejected := d.sink.Seen(path, mark); seen {
+		if seen, rejected := d.sink.Seen(name, mark); seen {
 			// Read before a crash that came between saving and moving.
 			if d.cfg.ArchiveDir != "" && !rejected || d.cfg.InvalidDir != "" && rejected {
 				toMove = append(toMove, done{path, rel, rejected})
@@ -160,9 +179,9 @@ func (d *Dir) scan(ctx context.Context, w *fsnotify.Watcher) (wait time.Duration
 			wait = max(wait, settle-age)
 			return nil
 		}
-		rejected, err := d.ingest(path, mark)
+		rejected, err := d.ingest(path, name, mark)
 		if err != nil {
-			d.log.Warn("read", "path", path, "err", err)
+			d.log.Warn("read", "path", name, "err", err)
 			d.metrics.errors.WithLabelValues(d.cfg.Name).Inc()
 			complete = false
 			return nil
@@ -181,7 +200,7 @@ func (d *Dir) scan(ctx context.Context, w *fsnotify.Watcher) (wait time.Duration
 		return 0 // stopped
 	}
 	if complete {
-		d.sink.PruneFiles(root, present)
+		d.sink.PruneFiles(d.cfg.Path, present)
 		// Logged, then counted: whoever sees the count finds the line.
 		d.log.Info("scan complete", "files", len(present), "read", read, "counted", read-refused, "refused", refused,
 			"took", time.Since(began).Round(time.Millisecond))
@@ -194,35 +213,66 @@ func (d *Dir) scan(ctx context.Context, w *fsnotify.Watcher) (wait time.Duration
 	return wait
 }
 
-// ingest reads one file into the sink. An error is an I/O error: the file
-// is tried again later. A rejected file is logged with its reason.
-func (d *Dir) ingest(path, mark string) (rejected bool, err error) {
-	f, err := os.Open(path)
+// ingest reads one file into the sink under its name. An error is an I/O
+// error: the file is tried again later. A rejected file is logged with its
+// reason.
+func (d *Dir) ingest(file, name, mark string) (rejected bool, err error) {
+	f, err := os.Open(file)
 	if err != nil {
 		return false, err
 	}
 	defer f.Close()
-	if err := d.sink.IngestFile(d.cfg.Name, path, mark, f); errors.Is(err, report.ErrRead) {
+	if err := d.sink.IngestFile(d.cfg.Name, name, mark, f); errors.Is(err, report.ErrRead) {
 		return false, err
 	} else if err != nil {
-		d.log.Warn("rejected", "file", path, "reason", err)
+		d.log.Warn("rejected", "file", name, "reason", err)
 		d.metrics.files.WithLabelValues(d.cfg.Name, "rejected").Inc()
 		return true, nil
 	}
-	d.log.Debug("ingested", "file", path)
+	d.log.Debug("ingested", "file", name)
 	d.metrics.files.WithLabelValues(d.cfg.Name, "ingested").Inc()
 	return false, nil
 }
 
-// isOutput is true for the archive and invalid directories, which may lie
-// inside the source directory and are not read.
-func (d *Dir) isOutput(path string) bool {
-	for _, out := range []string{d.cfg.ArchiveDir, d.cfg.InvalidDir} {
-		if out != "" && filepath.Clean(out) == filepath.Clean(path) {
-			return true
+// outputs are the archive and invalid directories, which may lie inside
+// the source directory and are not read, by their real paths: one given
+// through a symbolic link is recognised where the walk meets it.
+func (d *Dir) outputs() map[string]bool {
+	out := map[string]bool{}
+	for _, dir := range []string{d.cfg.ArchiveDir, d.cfg.InvalidDir} {
+		if dir == "" {
+			continue
+		}
+		out[filepath.Clean(dir)] = true
+		if real, err := filepath.EvalSymlinks(dir); err == nil {
+			out[real] = true
 		}
 	}
-	return false
+	return out
+}
+
+// realDir returns the real path of a directory (symbolic links resolved),
+// or why it cannot be read.
+func realDir(path string) (string, error) {
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return "", err
+	}
+	f, err := os.Open(real)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	if _, err := f.ReadDir(1); err != nil && !errors.Is(err, io.EOF) {
+		return "", err
+	}
+	return real, nil
+}
+
+// within reports whether path is root or below it.
+func within(path, root string) bool {
+	rel, err := filepath.Rel(root, path)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
 }
 
 func inProgress(name string) bool {
@@ -269,8 +319,11 @@ func (d *Dir) moveFailed(f done, err error) {
 	d.metrics.errors.WithLabelValues(d.cfg.Name).Inc()
 }
 
-// moveFile renames, or copies and then removes the original when the
-// target is on another file system.
+// moveFile renames, or, when the target is on another file system, copies
+// to a hidden temporary name beside the target, syncs, renames it to the
+// target and then removes the original: a crash mid-copy leaves a
+// ".name.tmp-*" file, which no source reads, never a truncated file under
+// the report's name.
 func moveFile(from, to string) error {
 	err := os.Rename(from, to)
 	if err == nil {
@@ -284,22 +337,23 @@ func moveFile(from, to string) error {
 		return err
 	}
 	defer in.Close()
-	out, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	tmp, err := os.CreateTemp(filepath.Dir(to), "."+filepath.Base(to)+".tmp-*")
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		os.Remove(to)
+	defer os.Remove(tmp.Name()) // nothing to remove once renamed
+	if _, err := io.Copy(tmp, in); err != nil {
+		tmp.Close()
 		return err
 	}
-	if err := out.Sync(); err != nil {
-		out.Close()
-		os.Remove(to)
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
 		return err
 	}
-	if err := out.Close(); err != nil {
-		os.Remove(to)
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), to); err != nil {
 		return err
 	}
 	if err := os.Remove(from); err != nil {

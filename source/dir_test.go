@@ -1,10 +1,13 @@
 package source
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -152,4 +155,82 @@ func TestDirWatch(t *testing.T) {
 	}
 	// Visible once saved.
 	eventually(t, "the report to be counted", func() bool { return testutil.CollectAndCount(store, "dmarc_reports_total") == 1 })
+}
+
+// TestDirSymlinks: a source directory given as a symbolic link is read; an
+// archive directory inside it, given through a link, is not read again; a
+// link that leads out of the tree is not followed, and said; a source
+// that cannot be read is never a complete scan.
+func TestDirSymlinks(t *testing.T) {
+	base := t.TempDir()
+	real := filepath.Join(base, "real")
+	os.MkdirAll(filepath.Join(real, "done"), 0o755)
+	link := filepath.Join(base, "link")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	// The archive directory: a link inside the source to its "done" folder.
+	archiveLink := filepath.Join(real, "archive")
+	os.Symlink(filepath.Join(real, "done"), archiveLink)
+	outside := filepath.Join(base, "outside.xml")
+	copyFile(t, corpus+"dmarcviewer__yahoo.xml", outside, time.Hour)
+	os.Symlink(outside, filepath.Join(real, "outside.xml"))
+	copyFile(t, corpus+"dmarcviewer__yahoo.xml", filepath.Join(real, "yahoo.xml"), time.Hour)
+	copyFile(t, corpus+"mailauth__002.xml", filepath.Join(real, "google.xml"), time.Hour)
+
+	store, m, logs := runDirLogged(t, config.Directory{Name: "d", Path: link, ArchiveDir: archiveLink,
+		RescanInterval: config.Duration(time.Second), SettleTime: config.Duration(50 * time.Millisecond)})
+	eventually(t, "three scans", func() bool { return testutil.ToFloat64(m.scans.WithLabelValues("d")) >= 3 })
+	if got := ingested(m, "d", "ingested"); got != 2 {
+		t.Errorf("%v files ingested through the linked source, want 2", got)
+	}
+	if files, _ := os.ReadDir(filepath.Join(real, "done")); len(files) != 2 {
+		t.Errorf("%d files in the archive directory, want 2", len(files))
+	}
+	var out strings.Builder
+	store.WriteText(&out)
+	if regexp.MustCompile(`dmarc_reports_duplicate_total\{[^}]*\} [1-9]`).MatchString(out.String()) {
+		t.Errorf("files read again from the archive directory:\n%s", out.String())
+	}
+	if !strings.Contains(logs.String(), "symbolic link leads outside the source directory") {
+		t.Errorf("the link out of the tree is not said:\n%s", logs)
+	}
+
+	// A source that is not there: errors, and no complete scan.
+	_, m2 := runDir(t, config.Directory{Name: "gone", Path: filepath.Join(base, "missing"),
+		RescanInterval: config.Duration(time.Second), SettleTime: config.Duration(50 * time.Millisecond)})
+	eventually(t, "an error", func() bool { return testutil.ToFloat64(m2.errors.WithLabelValues("gone")) >= 1 })
+	if got := testutil.ToFloat64(m2.scans.WithLabelValues("gone")); got != 0 {
+		t.Errorf("%v complete scans of a source that is not there", got)
+	}
+}
+
+// TestMoveAcrossFileSystems: a file moved to another file system arrives
+// whole under its name, by way of a hidden temporary name, and leaves its
+// source. Mounting the second file system (a tmpfs) needs root.
+func TestMoveAcrossFileSystems(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	other := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", other).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", other).Run() })
+	from := filepath.Join(t.TempDir(), "report.xml")
+	copyFile(t, corpus+"dmarcviewer__yahoo.xml", from, 0)
+	want, _ := os.ReadFile(from)
+	to := filepath.Join(other, "report.xml")
+	if err := moveFile(from, to); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(to); err != nil || !bytes.Equal(got, want) {
+		t.Errorf("moved file: %v, same bytes %v", err, bytes.Equal(got, want))
+	}
+	if _, err := os.Stat(from); err == nil {
+		t.Error("the original is still there")
+	}
+	if entries, _ := os.ReadDir(other); len(entries) != 1 {
+		t.Errorf("%d entries in the target directory, want the file alone", len(entries))
+	}
 }
