@@ -804,3 +804,33 @@ func TestRepairedReports(t *testing.T) {
 		t.Errorf("messages %v, want 1 for each domain", messages)
 	}
 }
+
+// TestIDNLabels: internationalised domain names are labelled by their
+// A-label, so that two never share a label, and a report matches a
+// configured domain however either writes it.
+func TestIDNLabels(t *testing.T) {
+	day := testNow.Add(-48 * time.Hour)
+	s := testStore(t, t.TempDir())
+	for i, d := range []string{"exämple.com", "exâmple.com", "xn--exmple-cua.com"} {
+		if err := s.IngestFile("src", fmt.Sprint(i), "1", bytes.NewReader(genReport("a@google.com", d, fmt.Sprint(i), day, 1))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.live[domainReportsFamily]; got["xn--exmple-cua.com"] != 2 || got["xn--exmple-xta.com"] != 1 || len(got) != 2 {
+		t.Errorf("reports by domain label %v, want 2 for xn--exmple-cua.com and 1 for xn--exmple-xta.com", got)
+	}
+
+	configured := testStore(t, t.TempDir(), config.NormalizeDomain("Exämple.com"))
+	if err := configured.IngestFile("src", "a", "1", bytes.NewReader(genReport("a@google.com", "mail.xn--exmple-cua.com", "1", day, 1))); err != nil {
+		t.Fatal(err)
+	}
+	if err := configured.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if got := configured.live[domainReportsFamily]["xn--exmple-cua.com"]; got != 1 {
+		t.Errorf("%d reports for the configured exämple.com, want 1", got)
+	}
+}

@@ -470,6 +470,7 @@ func (s *Store) stage(in *input, p *parsedReport, now time.Time) error {
 // configured, the domain itself up to Limits.Domains distinct values.
 // ok is false when domains are configured and none matches.
 func (s *Store) domainLabel(b *batch, policyDomain string) (label string, ok bool) {
+	policyDomain = config.NormalizeDomain(policyDomain) // an IDN as its A-label
 	if len(s.opts.Domains) > 0 {
 		best := config.Covering(policyDomain, s.opts.Domains)
 		return best, best != ""

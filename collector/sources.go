@@ -87,7 +87,7 @@ func enrichReports(e *enrich.Enricher, parsed *parsedFile, labelLength int, want
 func (s *Store) mayCount(p *parsedReport) (bool, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if len(s.opts.Domains) > 0 && config.Covering(p.policyDomain, s.opts.Domains) == "" {
+	if len(s.opts.Domains) > 0 && config.Covering(config.NormalizeDomain(p.policyDomain), s.opts.Domains) == "" {
 		return false, nil
 	}
 	known, err := s.knownID(p.id)

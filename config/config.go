@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/common/model"
 	"go.yaml.in/yaml/v3"
+	"golang.org/x/net/idna"
 )
 
 // Config is the whole configuration file.
@@ -346,9 +347,17 @@ func Covering(name string, domains []string) string {
 	return best
 }
 
-// NormalizeDomain lower-cases a domain name and drops a trailing dot.
+// NormalizeDomain lower-cases a domain name, drops a trailing dot, and
+// writes an internationalised name in its A-label form (RFC 5891,
+// "exämple.com" is "xn--exmple-cua.com"), so that two names never share a
+// label and a report's name matches the configured one however either
+// was written. A name that is no valid IDN is left as it is.
 func NormalizeDomain(s string) string {
-	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(s)), ".")
+	s = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(s)), ".")
+	if ascii, err := idna.Punycode.ToASCII(s); err == nil {
+		return ascii
+	}
+	return s
 }
 
 // validDomain checks the syntax of a host name (RFC 1123 labels; "_" is
