@@ -11,8 +11,10 @@ import (
 // names the problem and, for YAML errors, its line.
 func TestBadConfigs(t *testing.T) {
 	want := map[string]string{
-		"unknown-key.bad.yml":             "line 4: field archve_dir not found in type config.Directory",
-		"wrong-type.bad.yml":              "line 3: cannot unmarshal !!str `many` into int",
+		"unknown-key.bad.yml":             "line 4: unknown key archve_dir (did you mean archive_dir?)",
+		"typo-key.bad.yml":                "line 3: unknown key rescan_intervall (did you mean rescan_interval?)",
+		"wrong-type.bad.yml":              `line 3: limits.reporters_per_domain: expected a whole number, got a string ("many")`,
+		"domains-not-list.bad.yml":        `line 1: domains: expected a list, got a string ("example.com")`,
 		"bad-domain.bad.yml":              `domains[0]: "exa mple.com" is not a domain name`,
 		"duplicate-domain.bad.yml":        `domains[1]: "example.com." listed twice`,
 		"no-path.bad.yml":                 "directories[0]: path is required",

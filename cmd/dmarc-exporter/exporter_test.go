@@ -442,7 +442,7 @@ func TestReload(t *testing.T) {
 		t.Error("config_last_reload_successful not 0 after a bad reload")
 	}
 	// The log reaches the test through a pipe: give it a moment.
-	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(e.logs.String(), "line 2: field no_such_key not found"); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(e.logs.String(), "line 2: unknown key no_such_key"); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the log does not say why the reload failed:\n%s", e.logs)
 		}
@@ -488,7 +488,7 @@ func TestConfigCheck(t *testing.T) {
 		}
 	}
 	out, err = exec.Command(binary, "--config.file="+filepath.Join("..", "..", "config", "testdata", "unknown-key.bad.yml"), "--config.check").CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "line 4: field archve_dir not found") {
+	if err == nil || !strings.Contains(string(out), "line 4: unknown key archve_dir (did you mean archive_dir?)") {
 		t.Errorf("bad config: %v: %s", err, out)
 	}
 }
