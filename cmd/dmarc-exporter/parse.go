@@ -165,7 +165,8 @@ type aggregateJSON struct {
 	File             string                 `json:"file"`
 	Part             string                 `json:"part,omitempty"`
 	Kind             report.Kind            `json:"kind"`
-	Reporter         string                 `json:"reporter"`
+	Reporter         string                 `json:"reporter"` // the reporter label, as on /metrics
+	ReporterOrg      string                 `json:"reporter_org"`
 	ReporterEmail    string                 `json:"reporter_email"`
 	ExtraContactInfo string                 `json:"extra_contact_info,omitempty"`
 	ReportID         string                 `json:"report_id"`
@@ -245,7 +246,8 @@ func writeAggregate(w io.Writer, name string, doc report.Document, lim report.Li
 		File:             name,
 		Part:             doc.Part,
 		Kind:             report.KindAggregate,
-		Reporter:         hdr.Metadata.OrgName,
+		Reporter:         collector.ReporterName(hdr.Metadata.Email, hdr.Metadata.OrgName, config.DefaultLabelLength),
+		ReporterOrg:      hdr.Metadata.OrgName,
 		ReporterEmail:    hdr.Metadata.Email,
 		ExtraContactInfo: hdr.Metadata.ExtraContactInfo,
 		ReportID:         hdr.Metadata.ReportID,
@@ -325,7 +327,8 @@ type tlsJSON struct {
 	File          string                   `json:"file"`
 	Part          string                   `json:"part,omitempty"`
 	Kind          report.Kind              `json:"kind"`
-	Reporter      string                   `json:"reporter"`
+	Reporter      string                   `json:"reporter"` // the reporter label, as on /metrics
+	ReporterOrg   string                   `json:"reporter_org"`
 	ReporterEmail string                   `json:"reporter_email"`
 	ReportID      string                   `json:"report_id"`
 	Begin         string                   `json:"begin"`
@@ -340,7 +343,8 @@ func writeTLS(w io.Writer, name string, doc report.Document, lim report.Limits) 
 	}
 	return writeLine(w, tlsJSON{
 		File: name, Part: doc.Part, Kind: doc.Kind,
-		Reporter: r.OrganizationName, ReporterEmail: r.ContactInfo, ReportID: r.ReportID,
+		Reporter:    collector.ReporterName(r.ContactInfo, r.OrganizationName, config.DefaultLabelLength),
+		ReporterOrg: r.OrganizationName, ReporterEmail: r.ContactInfo, ReportID: r.ReportID,
 		Begin: r.Begin.Format(time.RFC3339), End: r.End.Format(time.RFC3339), Policies: r.Policies,
 	})
 }
@@ -351,6 +355,10 @@ type failureJSON struct {
 	Part   string      `json:"part,omitempty"`
 	Kind   report.Kind `json:"kind"`
 	Domain string      `json:"domain"`
+	// Reporter is the reporter label, as on /metrics (it shadows the
+	// report's own reporter, its From address, given as reporter_email).
+	Reporter      string `json:"reporter"`
+	ReporterEmail string `json:"reporter_email"`
 	*report.FailureReport
 }
 
@@ -359,7 +367,8 @@ func writeFailure(w io.Writer, name string, doc report.Document, lim report.Limi
 	if err != nil {
 		return err
 	}
-	return writeLine(w, failureJSON{File: name, Part: doc.Part, Kind: doc.Kind, Domain: r.Domain(), FailureReport: r})
+	return writeLine(w, failureJSON{File: name, Part: doc.Part, Kind: doc.Kind, Domain: r.Domain(),
+		Reporter: collector.ReporterName(r.Reporter, "", config.DefaultLabelLength), ReporterEmail: r.Reporter, FailureReport: r})
 }
 
 func writeLine(w io.Writer, v any) error {

@@ -144,7 +144,8 @@ func TestParseFields(t *testing.T) {
 	rep := decodeLines(t, stdout)[0].(map[string]any)
 	for k, want := range map[string]any{
 		"kind":           "aggregate",
-		"reporter":       "Yahoo",
+		"reporter":       "yahooinc.com", // the label, as on /metrics
+		"reporter_org":   "Yahoo",
 		"reporter_email": "dmarchelp@yahooinc.com",
 		"domain":         "007ed325dddd44e3a0f17488f4312e49.com",
 		"begin":          "2025-01-24T00:00:00Z",

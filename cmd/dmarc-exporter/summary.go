@@ -6,11 +6,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dmarc-exporter/dmarc-exporter/collector"
+	"github.com/dmarc-exporter/dmarc-exporter/config"
 	"github.com/dmarc-exporter/dmarc-exporter/report"
 )
 
 // parse --format=summary prints one line per report, tab-separated: the
-// input (with the part inside it), the kind, the reporter, the report id,
+// input (with the part inside it), the kind, the reporter (the label, as on
+// /metrics), the report id,
 // the domain, the date range, and the report's totals. Records are read,
 // counted and checked as for the JSON output, but not printed.
 
@@ -42,7 +45,7 @@ func summarizeAggregate(w io.Writer, name string, doc report.Document, lim repor
 			flagged++
 		}
 	}
-	return summaryLine(w, name, doc, hdr.Metadata.OrgName, hdr.Metadata.ReportID, hdr.Policy.Domain, hdr.Metadata.Begin, hdr.Metadata.End,
+	return summaryLine(w, name, doc, collector.ReporterName(hdr.Metadata.Email, hdr.Metadata.OrgName, config.DefaultLabelLength), hdr.Metadata.ReportID, hdr.Policy.Domain, hdr.Metadata.Begin, hdr.Metadata.End,
 		fmt.Sprintf("records=%d messages=%d flagged=%d", dec.RecordCount(), messages, flagged))
 }
 
@@ -58,7 +61,7 @@ func summarizeTLS(w io.Writer, name string, doc report.Document, lim report.Limi
 		failed += p.Failed
 		domains = append(domains, p.Domain)
 	}
-	return summaryLine(w, name, doc, r.OrganizationName, r.ReportID, strings.Join(domains, ","), r.Begin, r.End,
+	return summaryLine(w, name, doc, collector.ReporterName(r.ContactInfo, r.OrganizationName, config.DefaultLabelLength), r.ReportID, strings.Join(domains, ","), r.Begin, r.End,
 		fmt.Sprintf("policies=%d successful=%d failed=%d", len(r.Policies), ok, failed))
 }
 
@@ -67,6 +70,6 @@ func summarizeFailure(w io.Writer, name string, doc report.Document, lim report.
 	if err != nil {
 		return err
 	}
-	return summaryLine(w, name, doc, r.Reporter, "", r.Domain(), r.ArrivalDate, r.ArrivalDate,
+	return summaryLine(w, name, doc, collector.ReporterName(r.Reporter, "", config.DefaultLabelLength), "", r.Domain(), r.ArrivalDate, r.ArrivalDate,
 		fmt.Sprintf("auth_failure=%s delivery_result=%s", r.AuthFailure, r.DeliveryResult))
 }
