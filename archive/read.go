@@ -245,3 +245,10 @@ func (a *Archive) RawReport(identity string) (raw []byte, ok bool, err error) {
 	}
 	return raw, true, nil
 }
+
+// Empty reports whether no input was ever read into the archive.
+func (a *Archive) Empty() (bool, error) {
+	var any bool
+	err := a.r.QueryRow("SELECT EXISTS (SELECT 1 FROM inputs)").Scan(&any)
+	return !any, err
+}

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -109,5 +111,27 @@ func TestLifecycleOff(t *testing.T) {
 	resp.Body.Close()
 	if strings.Contains(string(page), "debug/pprof") {
 		t.Error("the landing page links /debug/pprof, which is not served")
+	}
+}
+
+// TestEmptyArchiveWarning: a start on a new, empty archive says so, with
+// the archive's path and how many files are about to be counted; a start
+// on an archive that has read them does not.
+func TestEmptyArchiveWarning(t *testing.T) {
+	state := t.TempDir()
+	src := filepath.Join(testdata, "corpus/smtp_tls")
+	e := startExporter(t, "--source.dir="+src, "--storage.path="+state)
+	e.waitScans(1, src)
+	e.stop()
+	files, _ := os.ReadDir(src)
+	want := fmt.Sprintf("starting on a new, empty archive: every report in the sources is counted as new\" archive=%s files=%d",
+		filepath.Join(state, "dmarc.db"), len(files))
+	if !strings.Contains(e.logs.String(), want) {
+		t.Errorf("no warning %q:\n%s", want, e.logs)
+	}
+	e = startExporter(t, "--source.dir="+src, "--storage.path="+state)
+	e.stop()
+	if strings.Contains(e.logs.String(), "empty archive") {
+		t.Errorf("warned on an archive that has read its sources:\n%s", e.logs)
 	}
 }

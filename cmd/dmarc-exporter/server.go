@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -95,6 +97,12 @@ func newServer(c *serveCmd, cfg *config.Config, resolvers []string, log *slog.Lo
 	if err != nil {
 		s.arc.Close()
 		return nil, err
+	}
+	if empty, err := s.arc.Empty(); err == nil && empty {
+		// A wrong or unmounted --storage.path would count every report
+		// of the sources again: say so before it happens.
+		log.Warn("starting on a new, empty archive: every report in the sources is counted as new",
+			"archive", s.arc.Path(), "files", filesBelow(cfg.Directories))
 	}
 	if s.dns, err = dnsmon.LoadState(s.arc, nil, log); err != nil {
 		s.arc.Close()
@@ -349,4 +357,26 @@ func expire(ctx context.Context, arc *archive.Archive, retention time.Duration, 
 		case <-time.After(expireEvery):
 		}
 	}
+}
+
+// filesBelow counts the files below the directory sources (at most a
+// million: it is for a log line).
+func filesBelow(dirs []config.Directory) int {
+	n := 0
+	for _, d := range dirs {
+		root, err := filepath.EvalSymlinks(d.Path)
+		if err != nil {
+			continue
+		}
+		filepath.WalkDir(root, func(_ string, e fs.DirEntry, err error) error {
+			if err == nil && e.Type().IsRegular() {
+				n++
+			}
+			if n >= 1_000_000 {
+				return filepath.SkipAll
+			}
+			return nil
+		})
+	}
+	return n
 }
