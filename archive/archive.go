@@ -30,6 +30,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite" // the pure Go SQLite driver: the binary stays static
@@ -44,12 +45,21 @@ var migrationFiles embed.FS
 // Archive is an open archive.
 type Archive struct {
 	path string
+	db   atomic.Pointer[handles] // replaced when the file is written anew (EnsureFile)
+	file os.FileInfo             // the database file as opened
+}
+
+// handles are the connections to the database file.
+type handles struct {
 	// w is the one writing connection; r a pool of readers, which WAL
 	// lets read while w writes.
 	w, r *sql.DB
 	// Reads made for every input, prepared once.
 	inputStmt, knownStmt *sql.Stmt
 }
+
+// h returns the current connections.
+func (a *Archive) h() *handles { return a.db.Load() }
 
 // Open opens the archive under dir, creating dir and the database when
 // they do not exist, and applies the migrations it lacks.
@@ -66,7 +76,11 @@ func Open(dir string) (*Archive, error) {
 		a.Close()
 		return nil, fmt.Errorf("archive %s: %w", path, err)
 	}
-	if err := a.prepare(); err != nil {
+	if err := a.h().prepare(); err != nil {
+		a.Close()
+		return nil, fmt.Errorf("archive %s: %w", path, err)
+	}
+	if a.file, err = os.Stat(path); err != nil {
 		a.Close()
 		return nil, fmt.Errorf("archive %s: %w", path, err)
 	}
@@ -74,6 +88,16 @@ func Open(dir string) (*Archive, error) {
 }
 
 func openPath(path string) (*Archive, error) {
+	h, err := openHandles(path)
+	if err != nil {
+		return nil, err
+	}
+	a := &Archive{path: path}
+	a.db.Store(h)
+	return a, nil
+}
+
+func openHandles(path string) (*handles, error) {
 	dsn := func(readOnly bool) string {
 		q := url.Values{}
 		// A 32 MiB page cache: the indexes of report identities are keyed
@@ -103,17 +127,17 @@ func openPath(path string) (*Archive, error) {
 		return nil, fmt.Errorf("archive %s: %w", path, err)
 	}
 	r.SetMaxOpenConns(4)
-	return &Archive{path: path, w: w, r: r}, nil
+	return &handles{w: w, r: r}, nil
 }
 
 // prepare prepares the reads made for every input, once the schema is
 // there.
-func (a *Archive) prepare() error {
+func (h *handles) prepare() error {
 	var err error
-	if a.inputStmt, err = a.r.Prepare("SELECT source, mark, refused, reason, error, read_at FROM inputs WHERE path = ?"); err != nil {
+	if h.inputStmt, err = h.r.Prepare("SELECT source, mark, refused, reason, error, read_at FROM inputs WHERE path = ?"); err != nil {
 		return err
 	}
-	a.knownStmt, err = a.r.Prepare("SELECT 1 FROM report_identities WHERE identity = ?")
+	h.knownStmt, err = h.r.Prepare("SELECT 1 FROM report_identities WHERE identity = ?")
 	return err
 }
 
@@ -121,13 +145,56 @@ func (a *Archive) prepare() error {
 func (a *Archive) Path() string { return a.path }
 
 // Close closes the database.
-func (a *Archive) Close() error {
-	for _, st := range []*sql.Stmt{a.inputStmt, a.knownStmt} {
+func (a *Archive) Close() error { return a.h().close() }
+
+func (h *handles) close() error {
+	for _, st := range []*sql.Stmt{h.inputStmt, h.knownStmt} {
 		if st != nil {
 			st.Close()
 		}
 	}
-	return errors.Join(a.r.Close(), a.w.Close())
+	return errors.Join(h.r.Close(), h.w.Close())
+}
+
+// EnsureFile writes the database file anew, from the open connections,
+// when it was deleted while the archive was open (by hand, by a cleanup
+// job): without this, every write would go to the deleted file and be
+// lost at the next start, which would then count every report again. It
+// reports whether it wrote the file. A file put in its place is not
+// overwritten: that is an error.
+func (a *Archive) EnsureFile() (bool, error) {
+	fi, err := os.Stat(a.path)
+	if err == nil {
+		if os.SameFile(fi, a.file) {
+			return false, nil
+		}
+		return false, fmt.Errorf("archive %s: the file was replaced while in use; restart to use the new one", a.path)
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return false, fmt.Errorf("archive %s: %w", a.path, err)
+	}
+	old := a.h()
+	// The write-ahead log beside the path belongs to the deleted file:
+	// empty it into that file first, so that the new one never reads it.
+	if _, err := old.w.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
+		return false, fmt.Errorf("archive %s: checkpoint: %w", a.path, err)
+	}
+	if _, err := old.w.Exec("VACUUM INTO ?", a.path); err != nil {
+		return false, fmt.Errorf("archive %s: write the deleted file anew: %w", a.path, err)
+	}
+	old.close() // reads under way on it fail, and are tried again
+	h, err := openHandles(a.path)
+	if err == nil {
+		err = h.prepare()
+	}
+	if err != nil {
+		return false, fmt.Errorf("archive %s: reopen: %w", a.path, err)
+	}
+	if a.file, err = os.Stat(a.path); err != nil {
+		return false, fmt.Errorf("archive %s: %w", a.path, err)
+	}
+	a.db.Store(h)
+	return true, nil
 }
 
 // migration is one numbered step of the schema.
@@ -167,7 +234,7 @@ func SchemaVersion() int { return len(migrations()) }
 // migration; PRAGMA user_version holds the version applied.
 func (a *Archive) migrate(ctx context.Context, target int) error {
 	var have int
-	if err := a.w.QueryRowContext(ctx, "PRAGMA user_version").Scan(&have); err != nil {
+	if err := a.h().w.QueryRowContext(ctx, "PRAGMA user_version").Scan(&have); err != nil {
 		return fmt.Errorf("read schema version: %w", err)
 	}
 	all := migrations()
@@ -175,7 +242,7 @@ func (a *Archive) migrate(ctx context.Context, target int) error {
 		return fmt.Errorf("schema version %d is newer than this build's (%d): use a newer dmarc-exporter", have, len(all))
 	}
 	for _, m := range all[have:target] {
-		tx, err := a.w.BeginTx(ctx, nil)
+		tx, err := a.h().w.BeginTx(ctx, nil)
 		if err != nil {
 			return err
 		}
@@ -197,7 +264,7 @@ func (a *Archive) migrate(ctx context.Context, target int) error {
 // Meta returns the value of a meta key, "" when unset.
 func (a *Archive) Meta(key string) (string, error) {
 	var v string
-	err := a.r.QueryRow("SELECT value FROM meta WHERE key = ?", key).Scan(&v)
+	err := a.h().r.QueryRow("SELECT value FROM meta WHERE key = ?", key).Scan(&v)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", nil
 	}
@@ -206,7 +273,7 @@ func (a *Archive) Meta(key string) (string, error) {
 
 // SetMeta sets a meta key.
 func (a *Archive) SetMeta(key, value string) error {
-	_, err := a.w.Exec("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value", key, value)
+	_, err := a.h().w.Exec("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value", key, value)
 	return err
 }
 
@@ -229,7 +296,7 @@ func (a *Archive) Created(now time.Time) (time.Time, error) {
 
 // Tables lists the archive's tables, sorted.
 func (a *Archive) Tables() ([]string, error) {
-	rows, err := a.r.Query("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+	rows, err := a.h().r.Query("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
 	if err != nil {
 		return nil, err
 	}

@@ -45,12 +45,12 @@ func TestMigrations(t *testing.T) {
 
 		a = openTest(t, dir)
 		var version int
-		a.r.QueryRow("PRAGMA user_version").Scan(&version)
+		a.h().r.QueryRow("PRAGMA user_version").Scan(&version)
 		if version != SchemaVersion() {
 			t.Errorf("from %d: schema version %d, want %d", from, version, SchemaVersion())
 		}
 		var check string
-		if err := a.r.QueryRow("PRAGMA integrity_check").Scan(&check); err != nil || check != "ok" {
+		if err := a.h().r.QueryRow("PRAGMA integrity_check").Scan(&check); err != nil || check != "ok" {
 			t.Errorf("from %d: integrity check %q %v", from, check, err)
 		}
 		if from >= 1 {
@@ -65,7 +65,7 @@ func TestMigrations(t *testing.T) {
 	dir := t.TempDir()
 	openTest(t, dir).Close()
 	a := openTest(t, dir)
-	if _, err := a.w.Exec("PRAGMA user_version = 999"); err != nil {
+	if _, err := a.h().w.Exec("PRAGMA user_version = 999"); err != nil {
 		t.Fatal(err)
 	}
 	a.Close()
@@ -108,7 +108,7 @@ func TestApply(t *testing.T) {
 	for table, want := range map[string]int{"aggregate_reports": 2, "aggregate_records": 4, "record_dkim": 4, "record_spf": 2,
 		"inputs": 2, "report_identities": 2} {
 		var n int
-		a.r.QueryRow("SELECT count(*) FROM " + table).Scan(&n)
+		a.h().r.QueryRow("SELECT count(*) FROM " + table).Scan(&n)
 		if n != want {
 			t.Errorf("%s: %d rows, want %d", table, n, want)
 		}
@@ -123,13 +123,13 @@ func TestApply(t *testing.T) {
 
 	// A batch that fails halfway (its second record, as a full disk
 	// would) writes nothing: not its report, its totals or its mark.
-	if _, err := a.w.Exec("CREATE TRIGGER fail BEFORE INSERT ON aggregate_records WHEN NEW.n = 1 BEGIN SELECT RAISE(ABORT, 'disk full'); END"); err != nil {
+	if _, err := a.h().w.Exec("CREATE TRIGGER fail BEFORE INSERT ON aggregate_records WHEN NEW.n = 1 BEGIN SELECT RAISE(ABORT, 'disk full'); END"); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.Apply(testBatch("r3")); err == nil || !strings.Contains(err.Error(), "disk full") {
 		t.Fatalf("a failing batch: %v", err)
 	}
-	a.w.Exec("DROP TRIGGER fail")
+	a.h().w.Exec("DROP TRIGGER fail")
 	if _, ok, _ := a.Input("/in/r3"); ok {
 		t.Error("the mark of a failed batch was written")
 	}
@@ -137,8 +137,8 @@ func TestApply(t *testing.T) {
 		t.Error("the identity of a failed batch was written")
 	}
 	var total, reports int
-	a.r.QueryRow("SELECT value FROM totals").Scan(&total)
-	a.r.QueryRow("SELECT count(*) FROM aggregate_reports").Scan(&reports)
+	a.h().r.QueryRow("SELECT value FROM totals").Scan(&total)
+	a.h().r.QueryRow("SELECT count(*) FROM aggregate_reports").Scan(&reports)
 	if total != 2 || reports != 2 {
 		t.Errorf("totals %d and %d reports after a failed batch, want 2 and 2", total, reports)
 	}
@@ -148,17 +148,17 @@ func TestApply(t *testing.T) {
 	if err := a.Apply(testBatch("r1")); err != nil {
 		t.Fatal(err)
 	}
-	a.r.QueryRow("SELECT count(*) FROM aggregate_reports").Scan(&reports)
+	a.h().r.QueryRow("SELECT count(*) FROM aggregate_reports").Scan(&reports)
 	if reports != 2 {
 		t.Errorf("%d reports after one was counted again, want 2", reports)
 	}
 
 	// Deleting a report deletes its records and their results.
-	if _, err := a.w.Exec("DELETE FROM aggregate_reports WHERE identity = 'r1'"); err != nil {
+	if _, err := a.h().w.Exec("DELETE FROM aggregate_reports WHERE identity = 'r1'"); err != nil {
 		t.Fatal(err)
 	}
 	var n int
-	a.r.QueryRow("SELECT count(*) FROM record_dkim").Scan(&n)
+	a.h().r.QueryRow("SELECT count(*) FROM record_dkim").Scan(&n)
 	if n != 2 {
 		t.Errorf("%d DKIM results left after deleting one of two reports, want 2", n)
 	}

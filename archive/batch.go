@@ -148,7 +148,7 @@ func (a *Archive) Apply(b *Batch) error {
 		return nil
 	}
 	ctx := context.Background()
-	tx, err := a.w.BeginTx(ctx, nil)
+	tx, err := a.h().w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("archive: begin: %w", err)
 	}

@@ -33,7 +33,7 @@ func (a *Archive) Expire(ctx context.Context, cutoff time.Time) (int64, error) {
 			if err := ctx.Err(); err != nil {
 				return total, err
 			}
-			res, err := a.w.ExecContext(ctx, q, cutoff.Unix(), expireBatch)
+			res, err := a.h().w.ExecContext(ctx, q, cutoff.Unix(), expireBatch)
 			if err != nil {
 				return total, fmt.Errorf("archive: retention: %w", err)
 			}
@@ -66,7 +66,7 @@ func (a *Archive) Stats(ctx context.Context) (*Stats, error) {
 			st.Bytes += fi.Size()
 		}
 	}
-	if err := a.r.QueryRowContext(ctx, "PRAGMA user_version").Scan(&st.SchemaVersion); err != nil {
+	if err := a.h().r.QueryRowContext(ctx, "PRAGMA user_version").Scan(&st.SchemaVersion); err != nil {
 		return nil, err
 	}
 	tables, err := a.Tables()
@@ -76,13 +76,13 @@ func (a *Archive) Stats(ctx context.Context) (*Stats, error) {
 	for _, t := range tables {
 		var n int64
 		// Table names come from sqlite_schema, not from a user.
-		if err := a.r.QueryRowContext(ctx, `SELECT count(*) FROM "`+t+`"`).Scan(&n); err != nil {
+		if err := a.h().r.QueryRowContext(ctx, `SELECT count(*) FROM "`+t+`"`).Scan(&n); err != nil {
 			return nil, fmt.Errorf("count %s: %w", t, err)
 		}
 		st.Rows[t] = n
 	}
 	var oldest, newest sql.NullInt64
-	if err := a.r.QueryRowContext(ctx, "SELECT min(end_time), max(end_time) FROM aggregate_reports").Scan(&oldest, &newest); err != nil {
+	if err := a.h().r.QueryRowContext(ctx, "SELECT min(end_time), max(end_time) FROM aggregate_reports").Scan(&oldest, &newest); err != nil {
 		return nil, err
 	}
 	if oldest.Valid {
@@ -95,7 +95,7 @@ func (a *Archive) Stats(ctx context.Context) (*Stats, error) {
 // they found, nil when the archive is sound.
 func (a *Archive) Check(ctx context.Context) error {
 	var problems []string
-	rows, err := a.r.QueryContext(ctx, "PRAGMA integrity_check")
+	rows, err := a.h().r.QueryContext(ctx, "PRAGMA integrity_check")
 	if err != nil {
 		return err
 	}
@@ -110,7 +110,7 @@ func (a *Archive) Check(ctx context.Context) error {
 		}
 	}
 	rows.Close()
-	rows, err = a.r.QueryContext(ctx, "PRAGMA foreign_key_check")
+	rows, err = a.h().r.QueryContext(ctx, "PRAGMA foreign_key_check")
 	if err != nil {
 		return err
 	}
@@ -133,9 +133,9 @@ func (a *Archive) Check(ctx context.Context) error {
 // Vacuum rebuilds the database file, giving back the space of deleted
 // rows. It holds the writer for as long as it takes.
 func (a *Archive) Vacuum(ctx context.Context) error {
-	if _, err := a.w.ExecContext(ctx, "VACUUM"); err != nil {
+	if _, err := a.h().w.ExecContext(ctx, "VACUUM"); err != nil {
 		return fmt.Errorf("archive: vacuum: %w", err)
 	}
-	_, err := a.w.ExecContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)")
+	_, err := a.h().w.ExecContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)")
 	return err
 }

@@ -16,7 +16,7 @@ import (
 // Totals calls fn for every counter series: its family, its label values
 // joined by LabelSep, and its value.
 func (a *Archive) Totals(fn func(family, labels string, value uint64)) error {
-	rows, err := a.r.Query("SELECT family, labels, value FROM totals")
+	rows, err := a.h().r.Query("SELECT family, labels, value FROM totals")
 	if err != nil {
 		return fmt.Errorf("archive: totals: %w", err)
 	}
@@ -40,7 +40,7 @@ func (a *Archive) Totals(fn func(family, labels string, value uint64)) error {
 
 // Reporters calls fn for the watchdog's view of every reporter.
 func (a *Archive) Reporters(fn func(Reporter)) error {
-	rows, err := a.r.Query("SELECT domain, reporter, last_end, last_received, ends FROM reporters")
+	rows, err := a.h().r.Query("SELECT domain, reporter, last_end, last_received, ends FROM reporters")
 	if err != nil {
 		return fmt.Errorf("archive: reporters: %w", err)
 	}
@@ -63,7 +63,7 @@ func (a *Archive) Reporters(fn func(Reporter)) error {
 func (a *Archive) Input(path string) (Input, bool, error) {
 	in := Input{Path: path}
 	var read int64
-	err := a.inputStmt.QueryRow(path).Scan(&in.Source, &in.Mark, &in.Refused, &in.Reason, &in.Error, &read)
+	err := a.h().inputStmt.QueryRow(path).Scan(&in.Source, &in.Mark, &in.Refused, &in.Reason, &in.Error, &read)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Input{}, false, nil
 	}
@@ -78,7 +78,7 @@ func (a *Archive) Input(path string) (Input, bool, error) {
 // prefix.
 func (a *Archive) InputsUnder(prefix string) ([]string, error) {
 	// A range on the primary key, not LIKE, which treats _ and % as patterns.
-	rows, err := a.r.Query("SELECT path FROM inputs WHERE path >= ? AND path < ?", prefix, prefix+"\U0010FFFF")
+	rows, err := a.h().r.Query("SELECT path FROM inputs WHERE path >= ? AND path < ?", prefix, prefix+"\U0010FFFF")
 	if err != nil {
 		return nil, fmt.Errorf("archive: inputs: %w", err)
 	}
@@ -97,7 +97,7 @@ func (a *Archive) InputsUnder(prefix string) ([]string, error) {
 // Known reports whether a report identity is remembered.
 func (a *Archive) Known(identity string) (bool, error) {
 	var one int
-	err := a.knownStmt.QueryRow(identity).Scan(&one)
+	err := a.h().knownStmt.QueryRow(identity).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}
@@ -110,19 +110,19 @@ func (a *Archive) Known(identity string) (bool, error) {
 // Identities counts the report identities remembered.
 func (a *Archive) Identities() (int, error) {
 	var n int
-	err := a.r.QueryRow("SELECT count(*) FROM report_identities").Scan(&n)
+	err := a.h().r.QueryRow("SELECT count(*) FROM report_identities").Scan(&n)
 	return n, err
 }
 
 // ExpireIdentities forgets the report identities first seen before
 // cutoff, and the oldest beyond max, and returns how many it forgot.
 func (a *Archive) ExpireIdentities(cutoff time.Time, max int) (int64, error) {
-	res, err := a.w.Exec("DELETE FROM report_identities WHERE first_seen < ?", cutoff.Unix())
+	res, err := a.h().w.Exec("DELETE FROM report_identities WHERE first_seen < ?", cutoff.Unix())
 	if err != nil {
 		return 0, fmt.Errorf("archive: expire report identities: %w", err)
 	}
 	n, _ := res.RowsAffected()
-	res, err = a.w.Exec(`DELETE FROM report_identities WHERE identity IN (SELECT identity FROM report_identities
+	res, err = a.h().w.Exec(`DELETE FROM report_identities WHERE identity IN (SELECT identity FROM report_identities
 		ORDER BY first_seen LIMIT max(0, (SELECT count(*) FROM report_identities) - ?))`, max)
 	if err != nil {
 		return n, fmt.Errorf("archive: expire report identities: %w", err)
@@ -133,7 +133,7 @@ func (a *Archive) ExpireIdentities(cutoff time.Time, max int) (int64, error) {
 
 // Selectors calls fn for every DKIM selector seen in reports.
 func (a *Archive) Selectors(fn func(Selector)) error {
-	rows, err := a.r.Query("SELECT domain, selector FROM dkim_selectors")
+	rows, err := a.h().r.Query("SELECT domain, selector FROM dkim_selectors")
 	if err != nil {
 		return fmt.Errorf("archive: DKIM selectors: %w", err)
 	}
@@ -150,7 +150,7 @@ func (a *Archive) Selectors(fn func(Selector)) error {
 
 // DNS calls fn for the last observation of every DNS record.
 func (a *Archive) DNS(fn func(DNSRecord)) error {
-	rows, err := a.r.Query("SELECT domain, record, state FROM dns_records")
+	rows, err := a.h().r.Query("SELECT domain, record, state FROM dns_records")
 	if err != nil {
 		return fmt.Errorf("archive: DNS records: %w", err)
 	}
@@ -169,7 +169,7 @@ func (a *Archive) DNS(fn func(DNSRecord)) error {
 
 // DNSLog calls fn for the changes of every DNS record, oldest first.
 func (a *Archive) DNSLog(fn func(DNSChange)) error {
-	rows, err := a.r.Query("SELECT domain, record, time, texts FROM dns_changes ORDER BY time, rowid")
+	rows, err := a.h().r.Query("SELECT domain, record, time, texts FROM dns_changes ORDER BY time, rowid")
 	if err != nil {
 		return fmt.Errorf("archive: DNS changes: %w", err)
 	}
@@ -198,7 +198,7 @@ type Sample struct {
 // FailureSamples returns the newest n failure reports kept redacted,
 // newest first.
 func (a *Archive) FailureSamples(n int) ([]Sample, error) {
-	rows, err := a.r.Query(`SELECT domain, reporter, source, received, redacted FROM failure_reports
+	rows, err := a.h().r.Query(`SELECT domain, reporter, source, received, redacted FROM failure_reports
 		WHERE redacted IS NOT NULL ORDER BY id DESC LIMIT ?`, n)
 	if err != nil {
 		return nil, fmt.Errorf("archive: failure reports: %w", err)
@@ -227,7 +227,7 @@ func (a *Archive) FailureSamples(n int) ([]Sample, error) {
 // no such report or did not keep its bytes.
 func (a *Archive) RawReport(identity string) (raw []byte, ok bool, err error) {
 	var z []byte
-	err = a.r.QueryRow(`SELECT raw FROM aggregate_reports WHERE identity = ?1
+	err = a.h().r.QueryRow(`SELECT raw FROM aggregate_reports WHERE identity = ?1
 		UNION ALL SELECT raw FROM tls_reports WHERE identity = ?1`, identity).Scan(&z)
 	if errors.Is(err, sql.ErrNoRows) || err == nil && z == nil {
 		return nil, false, nil
@@ -249,6 +249,6 @@ func (a *Archive) RawReport(identity string) (raw []byte, ok bool, err error) {
 // Empty reports whether no input was ever read into the archive.
 func (a *Archive) Empty() (bool, error) {
 	var any bool
-	err := a.r.QueryRow("SELECT EXISTS (SELECT 1 FROM inputs)").Scan(&any)
+	err := a.h().r.QueryRow("SELECT EXISTS (SELECT 1 FROM inputs)").Scan(&any)
 	return !any, err
 }

@@ -82,6 +82,8 @@ var (
 		"Report identities remembered (for state.dedup_retention) to refuse duplicates.", false)
 	lastSaveFamily = newFamily("dmarc_exporter_state_last_write_timestamp_seconds",
 		"When the archive was last written successfully; 0 if not since start.", false)
+	recreatedFamily = newFamily("dmarc_exporter_archive_recreated_total",
+		"Times since start the archive file was found deleted while in use and written anew from the open database (nothing is lost; find out what deletes it).", true)
 	saveErrorsFamily = newFamily("dmarc_exporter_state_write_errors_total",
 		"Failed writes to the archive since start (what they held is kept and written at the next try).", true)
 
@@ -117,7 +119,7 @@ var (
 	families = []*family{lastReportFamily, intervalFamily, silentFamily, failuresFamily, failureDuplicatesFamily, tlsReportsFamily, tlsDuplicatesFamily,
 		tlsSessionsFamily, tlsFailedFamily, messagesFamily, reportsFamily, domainReportsFamily, duplicatesFamily, rejectedFamily,
 		invalidRecordsFamily, repairedFamily, overridesFamily, sourcesFamily, lastEndFamily, anomaliesFamily, overflowFamily, dedupKeysFamily,
-		lastSaveFamily, saveErrorsFamily}
+		lastSaveFamily, saveErrorsFamily, recreatedFamily}
 )
 
 // visit calls fn for every series, one family after the other, from the
@@ -183,6 +185,7 @@ func (s *Store) visit(fn func(f *family, v float64, labelValues ...string)) {
 	}
 	fn(lastSaveFamily, last)
 	fn(saveErrorsFamily, float64(s.saveErrors))
+	fn(recreatedFamily, float64(s.recreated))
 }
 
 // precreated lists the series of f served at 0 before anything is counted

@@ -834,3 +834,48 @@ func TestIDNLabels(t *testing.T) {
 		t.Errorf("%d reports for the configured exämple.com, want 1", got)
 	}
 }
+
+// TestArchiveDeletedWhileRunning: when the archive's file is deleted while
+// the exporter runs, the next commit writes it anew from the open
+// database, says so and counts it; a restart then finds every report.
+func TestArchiveDeletedWhileRunning(t *testing.T) {
+	for _, removed := range [][]string{{""}, {"", "-wal", "-shm"}} {
+		t.Run(fmt.Sprint(removed), func(t *testing.T) {
+			dir := t.TempDir()
+			s := testStore(t, dir, "example.com")
+			ingest := func(id string) {
+				t.Helper()
+				if err := s.IngestFile("src", id, "1", bytes.NewReader(genReport("a@google.com", "example.com", id, testNow, 1))); err != nil {
+					t.Fatal(err)
+				}
+				if err := s.Commit(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ingest("1")
+			for _, suffix := range removed {
+				os.Remove(filepath.Join(dir, archive.FileName+suffix))
+			}
+			ingest("2")
+			ingest("3")
+			if s.recreated != 1 {
+				t.Errorf("recreated %d times, want 1", s.recreated)
+			}
+			if got := testStore(t, dir, "example.com").live[domainReportsFamily]["example.com"]; got != 3 {
+				t.Errorf("a restart finds %d reports, want 3", got)
+			}
+		})
+	}
+}
+
+// TestStateLeftoversRemoved: half-written state files of an earlier
+// version (killed while writing) are removed at start.
+func TestStateLeftoversRemoved(t *testing.T) {
+	dir := t.TempDir()
+	leftover := filepath.Join(dir, "state.json.tmp-12345")
+	os.WriteFile(leftover, []byte(`{"version":1,"mess`), 0o600)
+	testStore(t, dir)
+	if _, err := os.Stat(leftover); err == nil {
+		t.Error("the half-written state file is still there")
+	}
+}

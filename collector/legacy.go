@@ -99,8 +99,17 @@ type legacyTLS struct {
 	Value            uint64
 }
 
-// importStateFile imports dir/state.json into the archive, if there is one.
+// importStateFile imports dir/state.json into the archive, if there is one,
+// and removes the temporary files that earlier versions left behind when
+// killed while writing it (state.json.tmp-*): half-written copies, never
+// read.
 func importStateFile(arc *archive.Archive, dir string, now time.Time, log *slog.Logger) error {
+	leftovers, _ := filepath.Glob(filepath.Join(dir, stateFileName+".tmp-*"))
+	for _, f := range leftovers {
+		if err := os.Remove(f); err == nil {
+			log.Info("removed a half-written state file of an earlier version", "file", f)
+		}
+	}
 	path := filepath.Join(dir, stateFileName)
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {

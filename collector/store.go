@@ -97,6 +97,7 @@ type Store struct {
 	// Health of the archive writes, guarded by mu.
 	lastSave   time.Time
 	saveErrors uint64
+	recreated  uint64 // times the archive file was written anew
 }
 
 // Open loads the live state from the archive, after importing a state
@@ -252,6 +253,16 @@ func (s *Store) Commit() error {
 	s.committing = s.pending // still seen by Seen and the dedup checks
 	s.pending = newBatch()
 	s.mu.Unlock()
+
+	if recreated, err := s.arc.EnsureFile(); err != nil {
+		s.opts.Logger.Error("archive file", "err", err)
+	} else if recreated {
+		s.opts.Logger.Warn("the archive file was deleted while in use: written anew from what is open",
+			"archive", s.arc.Path())
+		s.mu.Lock()
+		s.recreated++
+		s.mu.Unlock()
+	}
 
 	for i, b := range queue {
 		s.mu.Lock()
