@@ -340,6 +340,12 @@ func (s *Store) IngestFile(source, path, mark string, r io.Reader) error {
 	if err := s.stageAll(in, parsed, now, labelLength); err != nil {
 		return fmt.Errorf("%w: %w", report.ErrRead, err)
 	}
+	s.staged.reports += uint64(len(parsed.aggregates) + len(parsed.tls) + len(parsed.failures))
+	for _, series := range []*family{duplicatesFamily, tlsDuplicatesFamily, failureDuplicatesFamily} {
+		for _, n := range in.b.totals[series] {
+			s.staged.duplicates += n
+		}
+	}
 	in.b.inputs[path] = archive.Input{Path: path, Source: source, Mark: mark, Read: now}
 	s.enqueue(in.b)
 	return nil
@@ -363,6 +369,14 @@ func (s *Store) stageAll(in *input, parsed *parsedFile, now time.Time, labelLeng
 		}
 	}
 	return nil
+}
+
+// Staged returns how many reports were read, and how many of them were
+// duplicates, since the Store was opened.
+func (s *Store) Staged() (reports, duplicates uint64) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.staged.reports, s.staged.duplicates
 }
 
 // input is an input being staged: where it came from, and its batch.

@@ -98,6 +98,8 @@ type Store struct {
 	lastSave   time.Time
 	saveErrors uint64
 	recreated  uint64 // times the archive file was written anew
+	// staged counts the reports read and duplicates among them, for logs.
+	staged struct{ reports, duplicates uint64 }
 }
 
 // Open loads the live state from the archive, after importing a state

@@ -114,6 +114,7 @@ func (d *Dir) scan(ctx context.Context, w *fsnotify.Watcher) (wait time.Duration
 	var toMove []done
 	read, refused := 0, 0
 	began := time.Now()
+	reports0, dups0 := d.sink.Staged()
 	complete := true
 	flush := func() {
 		if err := d.sink.Commit(); err != nil {
@@ -202,8 +203,9 @@ func (d *Dir) scan(ctx context.Context, w *fsnotify.Watcher) (wait time.Duration
 	if complete {
 		d.sink.PruneFiles(d.cfg.Path, present)
 		// Logged, then counted: whoever sees the count finds the line.
+		reports, dups := d.sink.Staged()
 		d.log.Info("scan complete", "files", len(present), "read", read, "counted", read-refused, "refused", refused,
-			"took", time.Since(began).Round(time.Millisecond))
+			"reports", reports-reports0, "duplicates", dups-dups0, "took", time.Since(began).Round(time.Millisecond))
 		d.metrics.scans.WithLabelValues(d.cfg.Name).Inc()
 		d.metrics.lastScan.WithLabelValues(d.cfg.Name).SetToCurrentTime()
 	}

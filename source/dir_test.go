@@ -108,7 +108,7 @@ func TestDirMoves(t *testing.T) {
 	_, m, logs := runDirLogged(t, config.Directory{Name: "d", Path: dir, ArchiveDir: archive, InvalidDir: invalid,
 		RescanInterval: config.Duration(time.Hour), SettleTime: config.Duration(50 * time.Millisecond)})
 	eventually(t, "first scan", func() bool { return testutil.ToFloat64(m.scans.WithLabelValues("d")) >= 1 })
-	if !strings.Contains(logs.String(), "msg=\"scan complete\" input=d files=2 read=2 counted=1 refused=1") {
+	if !strings.Contains(logs.String(), "msg=\"scan complete\" input=d files=2 read=2 counted=1 refused=1 reports=1 duplicates=0") {
 		t.Errorf("no line for the scan:\n%s", logs)
 	}
 	if ingested(m, "d", "ingested") != 1 || ingested(m, "d", "rejected") != 1 {

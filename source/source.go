@@ -27,6 +27,9 @@ type Sink interface {
 	// PruneFiles forgets the files below root that a full scan did not
 	// find.
 	PruneFiles(root string, present map[string]bool)
+	// Staged says how many reports were read, and how many of them were
+	// duplicates, so far.
+	Staged() (reports, duplicates uint64)
 }
 
 // Metrics are the sources' own metrics; they count since start.
