@@ -279,6 +279,22 @@ func TestHostile(t *testing.T) {
 	}
 }
 
+// failInputs makes the archive under dir refuse, as a full disk would,
+// the write of every input for which the SQL condition when holds, until
+// the trigger "fail" is dropped through the returned connection.
+func failInputs(t *testing.T, dir, when string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("sqlite", filepath.Join(dir, archive.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if _, err := db.Exec("CREATE TRIGGER fail BEFORE INSERT ON inputs WHEN " + when + " BEGIN SELECT RAISE(ABORT, 'disk full'); END"); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
 // TestArchiveWriteFails: a failed write to the archive serves nothing of
 // the batch, counts the error, and writes it all at the next Commit.
 func TestArchiveWriteFails(t *testing.T) {
@@ -290,15 +306,8 @@ func TestArchiveWriteFails(t *testing.T) {
 	if err := s.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	// A trigger makes every write of an input fail, as a full disk would.
-	db, err := sql.Open("sqlite", filepath.Join(dir, archive.FileName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := db.Exec("CREATE TRIGGER fail BEFORE INSERT ON inputs BEGIN SELECT RAISE(ABORT, 'disk full'); END"); err != nil {
-		t.Fatal(err)
-	}
+	// Every write of an input fails, as on a full disk.
+	db := failInputs(t, dir, "1")
 	if err := s.IngestFile("src", "b", "1", bytes.NewReader(genReport("a@google.com", "example.com", "2", testNow, 1))); err != nil {
 		t.Fatal(err)
 	}
@@ -694,14 +703,7 @@ func TestRawKept(t *testing.T) {
 func TestOneTransactionPerInput(t *testing.T) {
 	dir := t.TempDir()
 	s := testStore(t, dir, "example.com")
-	db, err := sql.Open("sqlite", filepath.Join(dir, archive.FileName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := db.Exec("CREATE TRIGGER fail BEFORE INSERT ON inputs WHEN NEW.path = 'b' BEGIN SELECT RAISE(ABORT, 'disk full'); END"); err != nil {
-		t.Fatal(err)
-	}
+	db := failInputs(t, dir, "NEW.path = 'b'")
 	for i, name := range []string{"a", "b", "c"} {
 		if err := s.IngestFile("src", name, "1", bytes.NewReader(genReport("a@google.com", "example.com", name, testNow, i+1))); err != nil {
 			t.Fatal(err)
