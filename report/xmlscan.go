@@ -479,8 +479,9 @@ func (s *xmlScanner) bang(b []byte) (int, bool, error) {
 		}
 		raw := b[9 : 9+i]
 		if !utf8.Valid(raw) {
-			s.replaced += countInvalidUTF8(raw)
-			raw = bytes.ToValidUTF8(raw, []byte(string(utf8.RuneError)))
+			var n int
+			raw, n = toValidUTF8(raw)
+			s.replaced += n
 		}
 		s.textBuf = append(s.textBuf[:0], raw...)
 		s.text = s.textBuf
@@ -566,18 +567,22 @@ func scanName(b []byte) int {
 	return -1
 }
 
-// countInvalidUTF8 counts the bytes of b that are not part of a UTF-8
-// sequence.
-func countInvalidUTF8(b []byte) int {
+// toValidUTF8 returns b with each byte that is not part of a UTF-8
+// sequence replaced by U+FFFD, as text is read, and how many there were.
+func toValidUTF8(b []byte) ([]byte, int) {
+	out := make([]byte, 0, len(b)+8)
 	n := 0
 	for len(b) > 0 {
 		r, size := utf8.DecodeRune(b)
 		if r == utf8.RuneError && size == 1 {
+			out = utf8.AppendRune(out, utf8.RuneError)
 			n++
+		} else {
+			out = append(out, b[:size]...)
 		}
 		b = b[size:]
 	}
-	return n
+	return out, n
 }
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }

@@ -175,7 +175,10 @@ func FuzzScanner(f *testing.F) {
 		if strings.Join(got, "\x00") != strings.Join(big, "\x00") {
 			t.Fatalf("tokens depend on buffer size:\n%q\n%q", got, big)
 		}
-		want, err := stdTokens(data)
+		// Bytes that are not UTF-8 are read as U+FFFD, where encoding/xml
+		// refuses them: compare with it on the text as the scanner reads it.
+		valid, _ := toValidUTF8(data)
+		want, err := stdTokens(valid)
 		if err != nil && strings.Contains(err.Error(), "unsupported version") {
 			return // the scanner does not refuse a declared version other than 1.0
 		}
