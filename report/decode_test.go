@@ -410,3 +410,16 @@ func manyAttrs(n int) string {
 	}
 	return b.String()
 }
+
+// TestFailureLongText: an ARF report whose human-readable text part is
+// longer than the head read for Exim's fields is read all the same.
+func TestFailureLongText(t *testing.T) {
+	mail := "From: abuse@163.com\r\nMessage-ID: <long@163.com>\r\nContent-Type: multipart/report; report-type=feedback-report; boundary=b\r\n\r\n" +
+		"--b\r\nContent-Type: text/plain\r\n\r\n" + strings.Repeat("This is an authentication failure report.\r\n", 10_000) +
+		"--b\r\nContent-Type: message/feedback-report\r\n\r\nFeedback-Type: auth-failure\r\nAuth-Failure: dmarc\r\nSource-IP: 192.0.2.1\r\nReported-Domain: example.com\r\n\r\n" +
+		"--b--\r\n"
+	p, err := parseReader(strings.NewReader(mail), DefaultLimits())
+	if err != nil || len(p.failures) != 1 {
+		t.Fatalf("%d failure reports, error %v", len(p.failures), err)
+	}
+}

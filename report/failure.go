@@ -147,11 +147,7 @@ func ParseFailure(r io.Reader, lim Limits) (*FailureReport, error) {
 		mediaType, _, _ := e.Header.ContentType()
 		switch {
 		case mediaType == "text/plain" && exim == nil && !sawFeedback:
-			body, err := io.ReadAll(newLimitReader(e.Body, int64(lim.MaxTextBytes)*4, "text part"))
-			if err != nil {
-				return fmt.Errorf("failure report: text part: %w", err)
-			}
-			exim = eximReport(body)
+			exim = eximText(e.Body, lim)
 		case mediaType == "message/feedback-report" && !sawFeedback:
 			h, err := readFields(e.Body, lim)
 			if err != nil {
@@ -248,6 +244,13 @@ type eximFields struct {
 
 // eximCopyLine introduces the returned headers in Exim's format.
 const eximCopyLine = "This is a copy of the headers"
+
+// eximText reads the head of a text part (its first 4 × MaxTextBytes: the
+// fields come first; a longer text is no error) as eximReport does.
+func eximText(r io.Reader, lim Limits) *eximFields {
+	head, _ := io.ReadAll(io.LimitReader(r, int64(lim.MaxTextBytes)*4))
+	return eximReport(head)
+}
 
 // eximReport reads a text part in Exim's failure report format, or
 // returns nil when it is not one: it must give the sender domain and

@@ -54,8 +54,7 @@ func (w *walker) isFailureReport(raw []byte, depth int) bool {
 			return true
 		case mediaType == "text/plain":
 			// Exim's failure reports have no ARF part: their text says it.
-			body, _ := io.ReadAll(io.LimitReader(e.Body, int64(w.lim.MaxTextBytes)*4))
-			return eximReport(body) != nil
+			return eximText(e.Body, w.lim) != nil
 		case depth > w.lim.MaxDepth:
 			return false
 		}
