@@ -484,12 +484,10 @@ func (s *Store) stage(in *input, p *parsedReport, now time.Time) error {
 // configured, the domain itself up to Limits.Domains distinct values.
 // ok is false when domains are configured and none matches.
 func (s *Store) domainLabel(b *batch, policyDomain string) (label string, ok bool) {
-	policyDomain = config.NormalizeDomain(policyDomain) // an IDN as its A-label
 	if len(s.opts.Domains) > 0 {
-		best := config.Covering(policyDomain, s.opts.Domains)
-		return best, best != ""
+		return s.configuredDomain(policyDomain)
 	}
-	d := sanitize(policyDomain, s.opts.Limits.LabelLength)
+	d := sanitize(config.NormalizeDomain(policyDomain), s.opts.Limits.LabelLength)
 	if _, known := s.reporterSets[d]; known {
 		return d, true
 	}
@@ -499,6 +497,18 @@ func (s *Store) domainLabel(b *batch, policyDomain string) (label string, ok boo
 	}
 	setOf(s.reporterSets, d)
 	return d, true
+}
+
+// configuredDomain is the configured domain a policy domain counts for
+// (the most specific at or above it; an IDN is matched by its A-label),
+// and whether there is one; with no domains configured, every policy
+// domain is accepted. s.mu is held (read is enough).
+func (s *Store) configuredDomain(policyDomain string) (string, bool) {
+	if len(s.opts.Domains) == 0 {
+		return "", true
+	}
+	best := config.Covering(config.NormalizeDomain(policyDomain), s.opts.Domains)
+	return best, best != ""
 }
 
 // reporterLabel caps the distinct reporters of a domain.

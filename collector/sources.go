@@ -12,7 +12,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/dmarc-exporter/dmarc-exporter/archive"
-	"github.com/dmarc-exporter/dmarc-exporter/config"
 	"github.com/dmarc-exporter/dmarc-exporter/enrich"
 	"github.com/dmarc-exporter/dmarc-exporter/report"
 )
@@ -71,10 +70,7 @@ func enrichReports(e *enrich.Enricher, parsed *parsedFile, labelLength int, want
 		p.sources, ids = enrichRecords(e, p.policyDomain, p.records, labelLength)
 		for i := range p.kept {
 			r := &p.kept[i]
-			src := SourceLabels(ids[r.SourceIP], enrich.FactsOf(r.Record), labelLength)
-			if r.BadSourceIP {
-				src = invalidSource
-			}
+			src := recordSource(ids[r.SourceIP], enrich.FactsOf(r.Record), r.BadSourceIP, labelLength)
 			r.Source = archive.SourceIdentity{ASN: uint32(ids[r.SourceIP].ASN), Org: src.Org, Country: src.Country,
 				Name: src.Name, Class: src.Class, Reason: src.Reason}
 		}
@@ -87,7 +83,7 @@ func enrichReports(e *enrich.Enricher, parsed *parsedFile, labelLength int, want
 func (s *Store) mayCount(p *parsedReport) (bool, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if len(s.opts.Domains) > 0 && config.Covering(config.NormalizeDomain(p.policyDomain), s.opts.Domains) == "" {
+	if _, ok := s.configuredDomain(p.policyDomain); !ok {
 		return false, nil
 	}
 	known, err := s.knownID(p.id)
@@ -107,10 +103,7 @@ func enrichRecords(e *enrich.Enricher, policyDomain string, recs map[sourceRecor
 	ids := identify(e, policyDomain, perIP)
 	out := map[sourceCombo]uint64{}
 	for r, n := range recs {
-		c := SourceLabels(ids[r.ip], r.facts, labelLength)
-		if r.badIP {
-			c = invalidSource
-		}
+		c := recordSource(ids[r.ip], r.facts, r.badIP, labelLength)
 		out[sourceCombo{asn: c.ASN, org: c.Org, country: c.Country, name: c.Name, class: c.Class,
 			disposition: r.disposition, dmarc: r.dmarc}] += n
 	}
@@ -143,9 +136,15 @@ func identify(e *enrich.Enricher, policyDomain string, perIP map[netip.Addr]uint
 	return e.Identify(ctx, policyDomain, ips)
 }
 
-// invalidSource is the source of a record whose address is unreadable.
-var invalidSource = Source{ASN: "invalid", Org: "invalid", Country: "invalid", Name: "invalid", Class: "unknown",
-	Reason: "the record's source address is missing or unreadable"}
+// recordSource is the source of a record: its identity's labels, or
+// "invalid" for a record whose address is unreadable.
+func recordSource(id enrich.Identity, facts enrich.Facts, badIP bool, labelLength int) Source {
+	if badIP {
+		return Source{ASN: "invalid", Org: "invalid", Country: "invalid", Name: "invalid", Class: "unknown",
+			Reason: "the record's source address is missing or unreadable"}
+	}
+	return SourceLabels(id, facts, labelLength)
+}
 
 // Source is the label values of a source, and why it has its class.
 type Source struct {
