@@ -3,9 +3,10 @@ GO ?= go
 # Debian packages the tests need (prometheus: promtool and Prometheus,
 # prometheus-alertmanager: for the rule and end-to-end tests;
 # dovecot-imapd: the IMAP server of the IMAP source tests, which start
-# their own instances on 127.0.0.1); `make deps` installs the missing ones
+# their own instances on 127.0.0.1; chromium: the browser the report
+# explorer's tests drive, headless); `make deps` installs the missing ones
 # when run as root and fails with their names otherwise.
-APT_PACKAGES ?= prometheus prometheus-alertmanager dovecot-imapd
+APT_PACKAGES ?= prometheus prometheus-alertmanager dovecot-imapd chromium
 FUZZTIME ?= 60s
 
 .PHONY: all build test deps vet style checkrules fuzz bench docker
@@ -33,9 +34,10 @@ deps:
 		fi; \
 	fi
 
-# The IMAP tests fail rather than skip when Dovecot is missing.
+# The IMAP and browser tests fail rather than skip when Dovecot or
+# chromium is missing.
 test: deps style vet
-	DMARC_EXPORTER_REQUIRE_DOVECOT=1 $(GO) test -count=1 ./...
+	DMARC_EXPORTER_REQUIRE_DOVECOT=1 DMARC_EXPORTER_REQUIRE_CHROMIUM=1 $(GO) test -count=1 ./...
 
 vet:
 	$(GO) vet ./...

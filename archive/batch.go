@@ -89,6 +89,25 @@ type Record struct {
 	Source SourceIdentity
 }
 
+// The status of a record, as the report explorer colours it.
+const (
+	RecordPassed  = "pass"    // aligned DKIM and SPF both passed
+	RecordPartial = "partial" // DMARC passed on one of them
+	RecordFailed  = "fail"    // DMARC failed
+)
+
+// RecordStatus is the status of a record with these policy-evaluated
+// (aligned) DKIM and SPF results and DMARC result.
+func RecordStatus(dkim, spf, dmarc string) string {
+	switch {
+	case dmarc != "pass":
+		return RecordFailed
+	case dkim == "pass" && spf == "pass":
+		return RecordPassed
+	}
+	return RecordPartial
+}
+
 // SourceIdentity is who sent a record's messages, as enrichment said.
 type SourceIdentity struct {
 	ASN                       uint32
@@ -298,19 +317,27 @@ func insertAggregate(ctx context.Context, s *stmts, r *Aggregate) error {
 		return err
 	}
 	h := r.Header
+	status := map[string]int{}
+	for _, rec := range r.Records {
+		if !rec.BadCount {
+			status[RecordStatus(string(rec.DKIM), string(rec.SPF), rec.DMARC)]++
+		}
+	}
 	var pct any
 	if h.Policy.Pct != nil {
 		pct = *h.Policy.Pct
 	}
 	res, err := s.exec(ctx, `INSERT INTO aggregate_reports (identity, domain, reporter, org_name, email, extra_contact_info, report_id,
 		begin_time, end_time, errors, generator, version, namespace, policy_domain, adkim, aspf, p, sp, np, pct, fo, testing,
-		discovery_method, extensions, records, records_kept, invalid_records, messages, failed_messages, source, input, received, raw)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		discovery_method, extensions, records, records_kept, invalid_records, messages, failed_messages, source, input, received, raw,
+		pass_records, partial_records, failed_records)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		r.Identity, r.Domain, r.Reporter, h.Metadata.OrgName, h.Metadata.Email, h.Metadata.ExtraContactInfo, h.Metadata.ReportID,
 		h.Metadata.Begin.Unix(), h.Metadata.End.Unix(), jsonText(h.Metadata.Errors), h.Metadata.Generator, h.Version, h.Namespace,
 		h.Policy.Domain, string(h.Policy.ADKIM), string(h.Policy.ASPF), string(h.Policy.P), string(h.Policy.SP), string(h.Policy.NP),
 		pct, h.Policy.FO, string(h.Policy.Testing), string(h.Policy.DiscoveryMethod), jsonText(h.Extensions),
-		r.RecordCount, len(r.Records), r.InvalidRecords, int64(r.Messages), int64(r.FailedMessages), r.Source, r.Input, r.Received.Unix(), r.Raw)
+		r.RecordCount, len(r.Records), r.InvalidRecords, int64(r.Messages), int64(r.FailedMessages), r.Source, r.Input, r.Received.Unix(), r.Raw,
+		status[RecordPassed], status[RecordPartial], status[RecordFailed])
 	if err != nil {
 		return err
 	}

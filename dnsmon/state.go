@@ -342,3 +342,30 @@ func (s *State) TimelineHandler() http.Handler {
 		enc.Encode(out)
 	})
 }
+
+// Published is a domain's DMARC record as the monitor last saw it.
+type Published struct {
+	Text    string       // the record, "" when none was found
+	Record  *DMARCRecord // nil when none was found or it does not parse
+	Checked time.Time
+}
+
+// DMARC returns the DMARC record of a domain as last observed; ok is
+// false when the monitor has not looked it up.
+func (s *State) DMARC(domain string) (p Published, ok bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	rec := s.records[recordKey{domain, KindDMARC}]
+	if rec == nil || rec.Checked == 0 {
+		return Published{}, false
+	}
+	p.Checked = time.Unix(rec.Checked, 0).UTC()
+	for _, t := range rec.Texts {
+		if isDMARCRecord(t) {
+			p.Text = t
+			p.Record, _ = parseDMARC(domain, t)
+			break
+		}
+	}
+	return p, true
+}

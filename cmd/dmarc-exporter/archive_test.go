@@ -35,7 +35,7 @@ func TestArchiveCommands(t *testing.T) {
 	}
 	stats := cmd(0, "archive", "stats")
 	// Every report counted is archived.
-	for _, want := range []string{fmt.Sprintf(`(?m)^\s+%v\s+aggregate_reports$`, reports), `(?m)^\s+[1-9]\d*\s+aggregate_records$`, `(?m)^schema version\s+1$`,
+	for _, want := range []string{fmt.Sprintf(`(?m)^\s+%v\s+aggregate_reports$`, reports), `(?m)^\s+[1-9]\d*\s+aggregate_records$`, fmt.Sprintf(`(?m)^schema version\s+%d$`, archive.SchemaVersion()),
 		`(?m)^oldest report\s+\d{4}-\d\d-\d\d$`, `(?m)^bytes per record\s+\d+$`} {
 		if !regexp.MustCompile(want).MatchString(stats) {
 			t.Errorf("stats lack %s:\n%s", want, stats)

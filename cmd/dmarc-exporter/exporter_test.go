@@ -56,6 +56,13 @@ type exporter struct {
 // when the test ends.
 func startExporter(t *testing.T, args ...string) *exporter {
 	t.Helper()
+	return startExporterWhen(t, func(code int) bool { return code == http.StatusOK }, args...)
+}
+
+// startExporterWhen starts the binary and waits until /-/healthy answers
+// with a status that ready accepts.
+func startExporterWhen(t *testing.T, ready func(code int) bool, args ...string) *exporter {
+	t.Helper()
 	addr := testenv.FreeAddr(t)
 	e := &exporter{t: t, url: "http://" + addr, logs: &testenv.SyncBuffer{}}
 	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--dns.resolver") }) {
@@ -75,7 +82,7 @@ func startExporter(t *testing.T, args ...string) *exporter {
 		resp, err := http.Get(e.url + "/-/healthy")
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if ready(resp.StatusCode) {
 				return e
 			}
 		}

@@ -33,6 +33,8 @@ type serveCmd struct {
 	domains         *[]string
 	storagePath     *string
 	telemetryPath   *string
+	externalURL     *string
+	routePrefix     *string
 	enableLifecycle *bool
 	newSeriesDelay  *time.Duration
 	asnDatabase     *string
@@ -50,6 +52,8 @@ func newServeCmd(app *kingpin.Application) *serveCmd {
 	c.storagePath = c.cmd.Flag("storage.path", "Directory of the archive (dmarc.db).").Default("data").String()
 	c.enableLifecycle = c.cmd.Flag("web.enable-lifecycle", "Allow a configuration reload by HTTP POST to /-/reload (SIGHUP always reloads).").Bool()
 	c.telemetryPath = c.cmd.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").String()
+	c.externalURL = c.cmd.Flag("web.external-url", "The URL under which the exporter is reached from outside (behind a reverse proxy, say); the pages link to its path. Defaults to http://localhost:<port>/.").String()
+	c.routePrefix = c.cmd.Flag("web.route-prefix", "Prefix of the routes served. Defaults to the path of --web.external-url.").String()
 	c.newSeriesDelay = c.cmd.Flag("metrics.new-series-delay", "Serve a new counter series at 0 this long before its value, so that increase() counts its first report; at least the scrape interval.").Default("2m").Duration()
 	c.asnDatabase = c.cmd.Flag("senders.asn-database", "MaxMind-format ASN database (GeoLite2-ASN, DB-IP ASN Lite, IPinfo Lite), instead of senders.asn_database.").String()
 	c.countryDB = c.cmd.Flag("senders.country-database", "MaxMind-format country database, instead of senders.country_database.").String()

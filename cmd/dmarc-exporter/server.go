@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -30,6 +31,7 @@ import (
 	"github.com/dmarc-exporter/dmarc-exporter/dnsclient"
 	"github.com/dmarc-exporter/dmarc-exporter/dnsmon"
 	"github.com/dmarc-exporter/dmarc-exporter/enrich"
+	"github.com/dmarc-exporter/dmarc-exporter/explorer"
 	"github.com/dmarc-exporter/dmarc-exporter/report"
 	"github.com/dmarc-exporter/dmarc-exporter/source"
 )
@@ -146,6 +148,9 @@ func (s *server) run(ctx context.Context, cfg *config.Config) int {
 		s.log.Error("routes", "err", err)
 		return 1
 	}
+	if u := s.cmd.explorerURL(); u != "" {
+		s.log.Info("report explorer", "url", u)
+	}
 	httpServer := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 2 * time.Minute,
 		IdleTimeout: idleTimeout}
 	serveErr := make(chan error, 1)
@@ -235,16 +240,65 @@ func (s *server) reload(ctx context.Context) error {
 	return nil
 }
 
-// routes are the HTTP endpoints.
-func (s *server) routes(ctx context.Context) (*http.ServeMux, error) {
+// webPaths are the path prefix of the pages' links (the external URL's
+// path) and the prefix of the routes served (--web.route-prefix, else the
+// same), both "" at the root or "/path" without a trailing slash.
+func (c *serveCmd) webPaths() (links, routes string, err error) {
+	if *c.externalURL != "" {
+		u, err := url.Parse(*c.externalURL)
+		if err != nil || u.Scheme == "" || u.Host == "" {
+			return "", "", fmt.Errorf("--web.external-url %q: want an absolute URL such as https://example.com/dmarc/", *c.externalURL)
+		}
+		links = strings.TrimSuffix(u.Path, "/")
+	}
+	routes = links
+	if *c.routePrefix != "" {
+		routes = "/" + strings.Trim(*c.routePrefix, "/")
+		if routes == "/" {
+			routes = ""
+		}
+	}
+	return links, routes, nil
+}
+
+// explorerURL is where the report explorer is, for the start-up log line.
+func (c *serveCmd) explorerURL() string {
+	if *c.externalURL != "" {
+		return strings.TrimSuffix(*c.externalURL, "/") + "/reports"
+	}
+	addrs := *c.webFlags.WebListenAddresses
+	if len(addrs) == 0 {
+		return ""
+	}
+	host, port, err := net.SplitHostPort(addrs[0])
+	if err != nil {
+		return ""
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "localhost"
+	}
+	scheme := "http"
+	if *c.webFlags.WebConfigFile != "" {
+		scheme = "http(s)" // the web configuration may turn TLS on
+	}
+	_, routes, _ := c.webPaths()
+	return scheme + "://" + net.JoinHostPort(host, port) + routes + "/reports"
+}
+
+// routes are the HTTP endpoints, under the route prefix.
+func (s *server) routes(ctx context.Context) (http.Handler, error) {
+	links, prefix, err := s.cmd.webPaths()
+	if err != nil {
+		return nil, err
+	}
 	mux := http.NewServeMux()
-	telemetry := *s.cmd.telemetryPath
+	telemetry := prefix + *s.cmd.telemetryPath
 	mux.Handle(telemetry, collector.Handler(s.reg, s.store, s.log))
-	mux.Handle("/failure-samples", collector.SamplesHandler(s.store))
-	mux.Handle("/dns-timeline", s.dns.TimelineHandler())
-	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "Healthy") })
-	mux.HandleFunc("/-/ready", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "Ready") })
-	mux.HandleFunc("/-/reload", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle(prefix+"/failure-samples", collector.SamplesHandler(s.store))
+	mux.Handle(prefix+"/dns-timeline", s.dns.TimelineHandler())
+	mux.HandleFunc(prefix+"/-/healthy", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "Healthy") })
+	mux.HandleFunc(prefix+"/-/ready", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "Ready") })
+	mux.HandleFunc(prefix+"/-/reload", func(w http.ResponseWriter, r *http.Request) {
 		// As Prometheus: only with --web.enable-lifecycle (SIGHUP always
 		// works), and the reason of a failure stays in the log: it may
 		// name paths and quote the files the configuration names.
@@ -263,23 +317,46 @@ func (s *server) routes(ctx context.Context) (*http.ServeMux, error) {
 		}
 		fmt.Fprintln(w, "Reloaded")
 	})
-	if telemetry != "/" {
+	ex, err := explorer.New(s.arc, s.dns, links, s.log)
+	if err != nil {
+		return nil, err
+	}
+	pages := http.StripPrefix(prefix, ex.Handler())
+	for _, p := range []string{"/reports", "/reports/", "/sources", "/tls", "/tls/", "/failures", "/failures/", "/static/", "/api/v1/", "/favicon.ico"} {
+		mux.Handle(prefix+p, pages)
+	}
+	if *s.cmd.telemetryPath != "/" {
+		landingLinks := []web.LandingLinks{{Address: *s.cmd.telemetryPath, Text: "Metrics"}}
+		for _, p := range explorer.Paths {
+			landingLinks = append(landingLinks, web.LandingLinks{Address: p.Path, Text: p.Text, Description: p.Description})
+		}
+		landingLinks = append(landingLinks,
+			web.LandingLinks{Address: "/dns-timeline", Text: "DNS timeline", Description: "the latest changes of the watched DNS records (JSON)"},
+			web.LandingLinks{Address: "/-/healthy", Text: "Health"})
 		landing, err := web.NewLandingPage(web.LandingConfig{
 			Name:        "DMARC Exporter",
 			Description: "Prometheus exporter for DMARC aggregate reports",
 			Version:     version.Info(),
 			Profiling:   "false", // no /debug/pprof is served
-			Links: []web.LandingLinks{
-				{Address: telemetry, Text: "Metrics"},
-				{Address: "/failure-samples", Text: "Failure report samples", Description: "recent failure reports, redacted (JSON; empty unless failure_samples is set)"},
-				{Address: "/dns-timeline", Text: "DNS timeline", Description: "the latest changes of the watched DNS records (JSON)"},
-				{Address: "/-/healthy", Text: "Health"},
-			},
+			RoutePrefix: links + "/",
+			Links:       landingLinks,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("landing page: %w", err)
 		}
-		mux.Handle("/", landing)
+		mux.HandleFunc(prefix+"/", func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != prefix+"/" {
+				http.NotFound(w, r)
+				return
+			}
+			r2 := r.Clone(r.Context())
+			r2.URL.Path = links + "/" // the path the landing page knows itself by
+			landing.ServeHTTP(w, r2)
+		})
+	}
+	if prefix != "" {
+		// As Prometheus: the root leads to the prefix.
+		mux.Handle("/{$}", http.RedirectHandler(prefix+"/", http.StatusFound))
 	}
 	return mux, nil
 }

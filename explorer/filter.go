@@ -1,0 +1,176 @@
+package explorer
+
+import (
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dmarc-exporter/dmarc-exporter/archive"
+)
+
+// query is what a list page or API call asks for: the filter, the order
+// and the page, read from and written back to the URL, so that a link
+// carries them.
+type query struct {
+	archive.ReportFilter
+	Month   string // YYYY-MM, instead of from and to
+	FromArg string // as given
+	ToArg   string
+	Sort    string
+	Desc    bool
+	Page    int // from 1
+	PerPage int
+}
+
+const (
+	defaultPerPage = 50
+	maxPerPage     = 500
+)
+
+// parseQuery reads a query from URL values. Dates are YYYY-MM-DD (to is
+// inclusive) or Unix milliseconds, as Grafana's ${__from} and ${__to}
+// give them; month=YYYY-MM is the month.
+func parseQuery(v url.Values) (*query, error) {
+	q := &query{Page: 1, PerPage: defaultPerPage, Desc: true}
+	for _, d := range v["domain"] {
+		if d = strings.TrimSpace(d); d != "" {
+			q.Domains = append(q.Domains, strings.ToLower(d))
+		}
+	}
+	for _, r := range v["reporter"] {
+		if r = strings.TrimSpace(r); r != "" {
+			q.Reporters = append(q.Reporters, r)
+		}
+	}
+	if m := v.Get("month"); m != "" {
+		t, err := time.Parse("2006-01", m)
+		if err != nil {
+			return nil, fmt.Errorf("month %q: want YYYY-MM", m)
+		}
+		q.Month, q.From, q.Until = m, t, t.AddDate(0, 1, 0)
+	} else {
+		var err error
+		q.FromArg, q.ToArg = v.Get("from"), v.Get("to")
+		if q.From, err = parseDate(q.FromArg, false); err != nil {
+			return nil, fmt.Errorf("from: %w", err)
+		}
+		if q.Until, err = parseDate(q.ToArg, true); err != nil {
+			return nil, fmt.Errorf("to: %w", err)
+		}
+	}
+	q.DMARC = v.Get("dmarc")
+	if !oneOf(q.DMARC, "", archive.DMARCAllPass, archive.DMARCAllFail, archive.DMARCMixed) {
+		return nil, fmt.Errorf("dmarc %q: want pass, fail or mixed", q.DMARC)
+	}
+	q.Status = v.Get("status")
+	if !oneOf(q.Status, "", archive.StatusPassed, archive.StatusFailed, archive.StatusOther) {
+		return nil, fmt.Errorf("status %q: want passed, failed or other", q.Status)
+	}
+	q.Class, q.Name, q.IP = v.Get("class"), v.Get("name"), v.Get("ip")
+	if a := strings.TrimPrefix(strings.ToUpper(v.Get("asn")), "AS"); a != "" {
+		n, err := strconv.ParseUint(a, 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("asn %q: want a number", v.Get("asn"))
+		}
+		q.ASN = uint32(n)
+	}
+	if s := v.Get("sort"); s != "" {
+		if _, ok := archive.ReportSorts[s]; !ok {
+			return nil, fmt.Errorf("sort %q: not a column", s)
+		}
+		q.Sort = s
+		q.Desc = v.Get("order") != "asc"
+	}
+	if p := v.Get("page"); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("page %q: want a number from 1", p)
+		}
+		q.Page = n
+	}
+	if p := v.Get("per_page"); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > maxPerPage {
+			return nil, fmt.Errorf("per_page %q: want 1 to %d", p, maxPerPage)
+		}
+		q.PerPage = n
+	}
+	return q, nil
+}
+
+func oneOf(s string, set ...string) bool {
+	for _, v := range set {
+		if s == v {
+			return true
+		}
+	}
+	return false
+}
+
+// parseDate reads YYYY-MM-DD (the end of that day when end is set) or
+// Unix milliseconds.
+func parseDate(s string, end bool) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if ms, err := strconv.ParseInt(s, 10, 64); err == nil && len(s) > 8 {
+		return time.UnixMilli(ms).UTC(), nil
+	}
+	t, err := time.Parse("2006-01-02", s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q: want YYYY-MM-DD or Unix milliseconds", s)
+	}
+	if end {
+		t = t.AddDate(0, 0, 1)
+	}
+	return t, nil
+}
+
+// values writes the query back as URL values: the filter always, the
+// order and page when set.
+func (q *query) values(withPage bool) url.Values {
+	v := url.Values{}
+	for _, d := range q.Domains {
+		v.Add("domain", d)
+	}
+	for _, r := range q.Reporters {
+		v.Add("reporter", r)
+	}
+	if q.Month != "" {
+		v.Set("month", q.Month)
+	}
+	set := func(k, val string) {
+		if val != "" {
+			v.Set(k, val)
+		}
+	}
+	set("from", q.FromArg)
+	set("to", q.ToArg)
+	set("dmarc", q.DMARC)
+	set("status", q.Status)
+	set("class", q.Class)
+	set("name", q.Name)
+	set("ip", q.IP)
+	if q.ASN != 0 {
+		v.Set("asn", strconv.FormatUint(uint64(q.ASN), 10))
+	}
+	if q.Sort != "" {
+		v.Set("sort", q.Sort)
+		if !q.Desc {
+			v.Set("order", "asc")
+		}
+	}
+	if withPage {
+		if q.Page > 1 {
+			v.Set("page", strconv.Itoa(q.Page))
+		}
+		if q.PerPage != defaultPerPage {
+			v.Set("per_page", strconv.Itoa(q.PerPage))
+		}
+	}
+	return v
+}
+
+func (q *query) offset() int { return (q.Page - 1) * q.PerPage }
