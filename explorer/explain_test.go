@@ -46,7 +46,7 @@ func TestExplain(t *testing.T) {
 			rec:  archive.RecordRow{DKIM: "pass", SPF: "pass", DMARC: "pass", HeaderFrom: "example.com", DKIMResults: []report.DKIMAuth{dkim("mail.example.com", "pass")}},
 			want: []string{"DKIM and SPF passed"}},
 		{name: "strict alignment: a subdomain does not",
-			rec: archive.RecordRow{DKIM: "fail", SPF: "fail", DMARC: "fail", HeaderFrom: "example.com", DKIMResults: []report.DKIMAuth{dkim("mail.example.com", "pass")}},
+			rec:   archive.RecordRow{DKIM: "fail", SPF: "fail", DMARC: "fail", HeaderFrom: "example.com", DKIMResults: []report.DKIMAuth{dkim("mail.example.com", "pass")}},
 			adkim: "s", want: []string{"DKIM signed by mail.example.com, not your domain"}},
 		{name: "not counted",
 			rec:  archive.RecordRow{DMARC: "fail", Problem: "count missing"},
