@@ -28,12 +28,12 @@ func writeJSON(w http.ResponseWriter, v any) {
 }
 
 func (e *Explorer) apiReports(w http.ResponseWriter, r *http.Request) {
-	q, err := parseQuery(r.URL.Query())
+	q, err := ParseQuery(r.URL.Query())
 	if err != nil {
 		e.fail(w, r, err, true)
 		return
 	}
-	rows, total, err := e.arc.Reports(r.Context(), q.ReportFilter, q.Sort, q.Desc, q.offset(), q.PerPage)
+	rows, total, err := e.arc.Reports(r.Context(), q.ReportFilter, q.Sort, q.Desc, q.Offset(), q.PerPage)
 	if err != nil {
 		e.fail(w, r, err, false)
 		return
@@ -41,10 +41,26 @@ func (e *Explorer) apiReports(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, list[archive.ReportRow]{Total: total, Page: q.Page, PerPage: q.PerPage, Items: rows})
 }
 
-// apiRecord is a record with its explanation.
-type apiRecord struct {
+// Record is a record with its explanation, as the API and
+// `dmarc-exporter reports show` give it.
+type Record struct {
 	archive.RecordRow
 	Explanation string `json:"explanation"`
+}
+
+// Report is a report with the explanation of each record.
+type Report struct {
+	*archive.ReportDetail
+	Rows []Record `json:"records_detail"`
+}
+
+// Explained adds to a report the explanation of each record.
+func Explained(d *archive.ReportDetail) *Report {
+	out := &Report{ReportDetail: d, Rows: []Record{}}
+	for i := range d.Rows {
+		out.Rows = append(out.Rows, Record{RecordRow: d.Rows[i], Explanation: explain(&d.Rows[i], d.Published.ADKIM, d.Published.ASPF)})
+	}
+	return out
 }
 
 func (e *Explorer) apiReport(w http.ResponseWriter, r *http.Request) {
@@ -58,14 +74,7 @@ func (e *Explorer) apiReport(w http.ResponseWriter, r *http.Request) {
 		e.fail(w, r, err, false)
 		return
 	}
-	out := struct {
-		*archive.ReportDetail
-		Rows []apiRecord `json:"records_detail"`
-	}{ReportDetail: d, Rows: []apiRecord{}}
-	for i := range d.Rows {
-		out.Rows = append(out.Rows, apiRecord{RecordRow: d.Rows[i], Explanation: explain(&d.Rows[i], d.Published.ADKIM, d.Published.ASPF)})
-	}
-	writeJSON(w, out)
+	writeJSON(w, Explained(d))
 }
 
 // apiReportXML answers the report as received; ?pretty=1 indents it.
@@ -111,7 +120,7 @@ func (e *Explorer) writeRaw(w http.ResponseWriter, r *http.Request, raw []byte, 
 }
 
 func (e *Explorer) apiSources(w http.ResponseWriter, r *http.Request) {
-	q, err := parseQuery(r.URL.Query())
+	q, err := ParseQuery(r.URL.Query())
 	if err != nil {
 		e.fail(w, r, err, true)
 		return
@@ -125,7 +134,7 @@ func (e *Explorer) apiSources(w http.ResponseWriter, r *http.Request) {
 }
 
 func (e *Explorer) apiSourceAddresses(w http.ResponseWriter, r *http.Request) {
-	q, err := parseQuery(r.URL.Query())
+	q, err := ParseQuery(r.URL.Query())
 	if err != nil {
 		e.fail(w, r, err, true)
 		return
@@ -139,12 +148,12 @@ func (e *Explorer) apiSourceAddresses(w http.ResponseWriter, r *http.Request) {
 }
 
 func (e *Explorer) apiTLSReports(w http.ResponseWriter, r *http.Request) {
-	q, err := parseQuery(r.URL.Query())
+	q, err := ParseQuery(r.URL.Query())
 	if err != nil {
 		e.fail(w, r, err, true)
 		return
 	}
-	rows, total, err := e.arc.TLSReports(r.Context(), q.ReportFilter, q.offset(), q.PerPage)
+	rows, total, err := e.arc.TLSReports(r.Context(), q.ReportFilter, q.Offset(), q.PerPage)
 	if err != nil {
 		e.fail(w, r, err, false)
 		return
@@ -167,12 +176,12 @@ func (e *Explorer) apiTLSReport(w http.ResponseWriter, r *http.Request) {
 }
 
 func (e *Explorer) apiFailures(w http.ResponseWriter, r *http.Request) {
-	q, err := parseQuery(r.URL.Query())
+	q, err := ParseQuery(r.URL.Query())
 	if err != nil {
 		e.fail(w, r, err, true)
 		return
 	}
-	rows, total, err := e.arc.FailureReports(r.Context(), q.ReportFilter, q.offset(), q.PerPage)
+	rows, total, err := e.arc.FailureReports(r.Context(), q.ReportFilter, q.Offset(), q.PerPage)
 	if err != nil {
 		e.fail(w, r, err, false)
 		return

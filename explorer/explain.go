@@ -99,6 +99,10 @@ func explain(r *archive.RecordRow, adkim, aspf string) string {
 		return join(spf, dkim, "sign this source's mail with your domain's DKIM key")
 	}
 	switch {
+	case dkimOwn != "" || spfOwn != "":
+		// The auth results pass for the From domain, yet the evaluation
+		// failed: the reporter contradicts itself.
+		return join(dkim, spf, "yet the reporter evaluated DMARC as failed: its report contradicts its own results (a reporter's quirk)")
 	case cause != "":
 	case r.Source.Class == string(enrich.ClassMailingList):
 		cause = "a mailing list"

@@ -10,10 +10,10 @@ import (
 	"github.com/dmarc-exporter/dmarc-exporter/archive"
 )
 
-// query is what a list page or API call asks for: the filter, the order
+// Query is what a list page or API call asks for: the filter, the order
 // and the page, read from and written back to the URL, so that a link
 // carries them.
-type query struct {
+type Query struct {
 	archive.ReportFilter
 	Month   string // YYYY-MM, instead of from and to
 	FromArg string // as given
@@ -29,11 +29,11 @@ const (
 	maxPerPage     = 500
 )
 
-// parseQuery reads a query from URL values. Dates are YYYY-MM-DD (to is
+// ParseQuery reads a query from URL values. Dates are YYYY-MM-DD (to is
 // inclusive) or Unix milliseconds, as Grafana's ${__from} and ${__to}
 // give them; month=YYYY-MM is the month.
-func parseQuery(v url.Values) (*query, error) {
-	q := &query{Page: 1, PerPage: defaultPerPage, Desc: true}
+func ParseQuery(v url.Values) (*Query, error) {
+	q := &Query{Page: 1, PerPage: defaultPerPage, Desc: true}
 	for _, d := range v["domain"] {
 		if d = strings.TrimSpace(d); d != "" {
 			q.Domains = append(q.Domains, strings.ToLower(d))
@@ -130,7 +130,7 @@ func parseDate(s string, end bool) (time.Time, error) {
 
 // values writes the query back as URL values: the filter always, the
 // order and page when set.
-func (q *query) values(withPage bool) url.Values {
+func (q *Query) values(withPage bool) url.Values {
 	v := url.Values{}
 	for _, d := range q.Domains {
 		v.Add("domain", d)
@@ -173,4 +173,4 @@ func (q *query) values(withPage bool) url.Values {
 	return v
 }
 
-func (q *query) offset() int { return (q.Page - 1) * q.PerPage }
+func (q *Query) Offset() int { return (q.Page - 1) * q.PerPage }

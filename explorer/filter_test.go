@@ -8,7 +8,7 @@ import (
 
 func TestParseQuery(t *testing.T) {
 	v, _ := url.ParseQuery("domain=Example.com&domain=example.org&reporter=google.com&from=2024-01-01&to=2024-01-31&status=failed&dmarc=mixed&class=unknown&asn=AS15169&sort=messages&order=asc&page=3&per_page=20")
-	q, err := parseQuery(v)
+	q, err := ParseQuery(v)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -19,28 +19,28 @@ func TestParseQuery(t *testing.T) {
 		t.Errorf("period %v to %v: to is inclusive", q.From, q.Until)
 	}
 	if q.Status != "failed" || q.DMARC != "mixed" || q.Class != "unknown" || q.ASN != 15169 || q.Sort != "messages" || q.Desc ||
-		q.Page != 3 || q.PerPage != 20 || q.offset() != 40 {
+		q.Page != 3 || q.PerPage != 20 || q.Offset() != 40 {
 		t.Errorf("parsed %+v", q)
 	}
 	// Written back, the query reads the same.
-	again, err := parseQuery(q.values(true))
+	again, err := ParseQuery(q.values(true))
 	if err != nil || again.values(true).Encode() != q.values(true).Encode() {
 		t.Errorf("round trip: %v %v", again.values(true).Encode(), err)
 	}
 
 	// Grafana's ${__from} and ${__to} are Unix milliseconds.
 	v, _ = url.ParseQuery("from=1704067200000&to=1704153600000")
-	if q, err = parseQuery(v); err != nil || q.From.Unix() != 1704067200 || q.Until.Unix() != 1704153600 {
+	if q, err = ParseQuery(v); err != nil || q.From.Unix() != 1704067200 || q.Until.Unix() != 1704153600 {
 		t.Errorf("milliseconds: %v to %v, %v", q.From, q.Until, err)
 	}
 	v, _ = url.ParseQuery("month=2024-02")
-	if q, err = parseQuery(v); err != nil || q.From.Month() != 2 || q.Until.Month() != 3 {
+	if q, err = ParseQuery(v); err != nil || q.From.Month() != 2 || q.Until.Month() != 3 {
 		t.Errorf("month: %v to %v, %v", q.From, q.Until, err)
 	}
 
 	for _, bad := range []string{"status=bogus", "dmarc=x", "from=yesterday", "month=2024", "asn=google", "sort=identity", "page=0", "per_page=100000"} {
 		v, _ := url.ParseQuery(bad)
-		if _, err := parseQuery(v); err == nil {
+		if _, err := ParseQuery(v); err == nil {
 			t.Errorf("%s: accepted", bad)
 		}
 	}

@@ -36,7 +36,7 @@ func (e *Explorer) render(w http.ResponseWriter, r *http.Request, name string, p
 
 // reportsView is the report list with its filter bar.
 type reportsView struct {
-	Q                  *query
+	Q                  *Query
 	Rows               []archive.ReportRow
 	Total, Pages       int
 	Domains, Reporters []string
@@ -93,13 +93,13 @@ func pages(total, per int) int {
 }
 
 func (e *Explorer) reportsPage(w http.ResponseWriter, r *http.Request) {
-	q, err := parseQuery(r.URL.Query())
+	q, err := ParseQuery(r.URL.Query())
 	if err != nil {
 		e.fail(w, r, err, true)
 		return
 	}
 	v := &reportsView{Q: q, e: e, Classes: classes}
-	if v.Rows, v.Total, err = e.arc.Reports(r.Context(), q.ReportFilter, q.Sort, q.Desc, q.offset(), q.PerPage); err != nil {
+	if v.Rows, v.Total, err = e.arc.Reports(r.Context(), q.ReportFilter, q.Sort, q.Desc, q.Offset(), q.PerPage); err != nil {
 		e.fail(w, r, err, false)
 		return
 	}
@@ -232,7 +232,7 @@ func (e *Explorer) comparePolicy(d *archive.ReportDetail) ([]policyRow, string, 
 // sourcesView is the senders of a period, grouped, and the addresses of
 // the group chosen.
 type sourcesView struct {
-	Q         *query
+	Q         *Query
 	Groups    []archive.SourceGroup
 	Addresses []archive.SourceAddress
 	Drill     bool // a class, AS, name or address is chosen
@@ -264,7 +264,7 @@ func (v *sourcesView) ReportsLink(class string, asn uint32, name, ip string) str
 func (v *sourcesView) Selected(list []string, value string) bool { return oneOf(value, list...) }
 
 func (e *Explorer) sourcesPage(w http.ResponseWriter, r *http.Request) {
-	q, err := parseQuery(r.URL.Query())
+	q, err := ParseQuery(r.URL.Query())
 	if err != nil {
 		e.fail(w, r, err, true)
 		return
@@ -286,13 +286,13 @@ func (e *Explorer) sourcesPage(w http.ResponseWriter, r *http.Request) {
 
 // listView is a paged list of TLS or failure reports.
 type listView[T any] struct {
-	Q            *query
+	Q            *Query
 	Rows         []T
 	Total, Pages int
 	Prev, Next   string
 }
 
-func newListView[T any](e *Explorer, path string, q *query, rows []T, total int) *listView[T] {
+func newListView[T any](e *Explorer, path string, q *Query, rows []T, total int) *listView[T] {
 	v := &listView[T]{Q: q, Rows: rows, Total: total, Pages: pages(total, q.PerPage)}
 	if q.Page > 1 {
 		p := *q
@@ -308,12 +308,12 @@ func newListView[T any](e *Explorer, path string, q *query, rows []T, total int)
 }
 
 func (e *Explorer) tlsPage(w http.ResponseWriter, r *http.Request) {
-	q, err := parseQuery(r.URL.Query())
+	q, err := ParseQuery(r.URL.Query())
 	if err != nil {
 		e.fail(w, r, err, true)
 		return
 	}
-	rows, total, err := e.arc.TLSReports(r.Context(), q.ReportFilter, q.offset(), q.PerPage)
+	rows, total, err := e.arc.TLSReports(r.Context(), q.ReportFilter, q.Offset(), q.PerPage)
 	if err != nil {
 		e.fail(w, r, err, false)
 		return
@@ -336,12 +336,12 @@ func (e *Explorer) tlsReportPage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (e *Explorer) failuresPage(w http.ResponseWriter, r *http.Request) {
-	q, err := parseQuery(r.URL.Query())
+	q, err := ParseQuery(r.URL.Query())
 	if err != nil {
 		e.fail(w, r, err, true)
 		return
 	}
-	rows, total, err := e.arc.FailureReports(r.Context(), q.ReportFilter, q.offset(), q.PerPage)
+	rows, total, err := e.arc.FailureReports(r.Context(), q.ReportFilter, q.Offset(), q.PerPage)
 	if err != nil {
 		e.fail(w, r, err, false)
 		return

@@ -6,6 +6,7 @@
 //	parse FILE...    print every report found in the files as NDJSON
 //	check DOMAIN...  check a domain's DMARC and SPF records
 //	archive stats|check|vacuum  look after the archive
+//	reports list|show           the archive's reports on a terminal
 package main
 
 import (
@@ -36,6 +37,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	parse := newParseCmd(app)
 	check := newCheckCmd(app)
 	arc := newArchiveCmd(app)
+	reports := newReportsCmd(app)
 
 	cmd, err := app.Parse(args)
 	if done {
@@ -52,6 +54,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return check.run(*resolvers, stdout, stderr)
 	case arc.stats.FullCommand(), arc.check.FullCommand(), arc.vacuum.FullCommand():
 		return arc.run(cmd, stdout, stderr)
+	case reports.list.FullCommand(), reports.show.FullCommand():
+		return reports.run(cmd, stdout, stderr)
 	case serve.cmd.FullCommand():
 		return serve.run(*resolvers, stdout, stderr)
 	}
