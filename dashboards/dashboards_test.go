@@ -11,10 +11,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -22,6 +24,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/dmarc-exporter/dmarc-exporter/explorer"
 	"github.com/dmarc-exporter/dmarc-exporter/internal/testenv"
 )
 
@@ -46,6 +49,14 @@ type dashboard struct {
 		Datasource struct {
 			UID string `json:"uid"`
 		} `json:"datasource"`
+		FieldConfig struct {
+			Defaults struct {
+				Links []struct {
+					Title string `json:"title"`
+					URL   string `json:"url"`
+				} `json:"links"`
+			} `json:"defaults"`
+		} `json:"fieldConfig"`
 		Targets []struct {
 			Expr       string `json:"expr"`
 			Datasource struct {
@@ -109,6 +120,63 @@ func TestDashboardsWellFormed(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// variableRE finds Grafana's ${...} variables.
+var variableRE = regexp.MustCompile(`\$\{([^}]+)\}`)
+
+// TestDashboardsExplorerLinks: every data link leads to a page of the
+// report explorer with a query it reads, once Grafana has put in values.
+func TestDashboardsExplorerLinks(t *testing.T) {
+	n := 0
+	for f, d := range load(t) {
+		for _, p := range d.Panels {
+			for _, l := range p.FieldConfig.Defaults.Links {
+				n++
+				rest, ok := strings.CutPrefix(l.URL, "${explorer}/")
+				if !ok {
+					t.Errorf("%s: panel %q links to %s, not under ${explorer}", f, p.Title, l.URL)
+					continue
+				}
+				filled := variableRE.ReplaceAllStringFunc(rest, func(v string) string {
+					switch v {
+					case "${__from}":
+						return "1704067200000"
+					case "${__to}":
+						return "1706745600000"
+					}
+					if strings.Contains(v, "source_asn") {
+						return "AS15169"
+					}
+					if strings.Contains(v, "class") {
+						return "unknown"
+					}
+					return "example.com"
+				})
+				u, err := url.Parse("/" + filled)
+				if err != nil {
+					t.Errorf("%s: panel %q: %v", f, p.Title, err)
+					continue
+				}
+				if !slices.Contains([]string{"/reports", "/sources", "/tls", "/failures"}, u.Path) {
+					t.Errorf("%s: panel %q links to %s, not an explorer page", f, p.Title, u.Path)
+				}
+				if _, err := explorer.ParseQuery(u.Query()); err != nil {
+					t.Errorf("%s: panel %q: the explorer refuses %s: %v", f, p.Title, filled, err)
+				}
+			}
+		}
+		vars := map[string]bool{}
+		for _, v := range d.Templating.List {
+			vars[v.Name] = true
+		}
+		if strings.Contains(fmt.Sprint(d.Panels), "${explorer}") && !vars["explorer"] {
+			t.Errorf("%s: links use ${explorer}, which is not a variable", f)
+		}
+	}
+	if n < 8 {
+		t.Errorf("%d data links to the explorer, want the domain, reporter and source panels' (8 at least)", n)
 	}
 }
 
