@@ -61,7 +61,7 @@ fuzz:
 	$(GO) test ./enrich -run '^$$' -fuzz '^FuzzRegistrableDomain$$' -fuzztime $(FUZZTIME)
 
 bench:
-	$(GO) test ./report ./collector ./enrich ./source -run '^$$' -bench . -benchmem -benchtime 1x -timeout 1h
+	$(GO) test ./report ./collector ./enrich ./source ./explorer -run '^$$' -bench . -benchmem -benchtime 1x -timeout 1h
 	$(GO) test ./cmd/dmarc-exporter -run '^$$' -bench BenchmarkStart -benchtime 2x -timeout 1h
 
 docker:

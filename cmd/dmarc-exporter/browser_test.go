@@ -52,6 +52,20 @@ func screenshot(t *testing.T, b *testenv.Browser, dir, name string) {
 	}
 }
 
+// viewport writes what the window shows, as the README's pictures.
+func viewport(t *testing.T, b *testenv.Browser, dir, name string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(b.Ctx, 30*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		t.Fatalf("screenshot %s: %v", name, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // load navigates and waits for the page's load event.
 func load(t *testing.T, b *testenv.Browser, url string) {
 	t.Helper()
@@ -108,6 +122,7 @@ func TestExplorerBrowser(t *testing.T) {
 		t.Errorf("rows coloured %v under 'at least one failed'", bad)
 	}
 	screenshot(t, b, shots, "reports-failed")
+	viewport(t, b, shots, "readme-reports")
 
 	// The filter survives a reload.
 	b.Do(t, chromedp.Reload(), chromedp.WaitReady(chromedp.CSS("#reports")))
@@ -129,6 +144,7 @@ func TestExplorerBrowser(t *testing.T) {
 		t.Errorf("report %d: a failed record without a reason", first)
 	}
 	screenshot(t, b, shots, "report")
+	viewport(t, b, shots, "readme-report")
 
 	// The report with the most DKIM and SPF results shows every one.
 	busiest := queryInts(t, db, `SELECT report FROM (SELECT report, count(*) n FROM record_dkim GROUP BY report
