@@ -223,6 +223,9 @@ func (e *Explorer) comparePolicy(d *archive.ReportDetail) ([]policyRow, string, 
 				}
 			}
 			row.Differ = a != b && !(kv[0] == "t" && row.Reported == "") // RFC 7489 reports carry no t
+			if row.Now == "" && b != "" {
+				row.Now = b + " (default)"
+			}
 		}
 		rows = append(rows, row)
 	}

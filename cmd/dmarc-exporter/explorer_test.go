@@ -11,6 +11,7 @@ import (
 	"net/mail"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/dmarc-exporter/dmarc-exporter/archive"
+	"github.com/dmarc-exporter/dmarc-exporter/internal/testenv"
 	"github.com/dmarc-exporter/dmarc-exporter/report"
 )
 
@@ -364,5 +366,55 @@ func TestExplorerRoutePrefix(t *testing.T) {
 	}
 	if !strings.Contains(e.logs.String(), "url=http://proxy.example/dmarc/reports") {
 		t.Errorf("the start-up log does not give the explorer's external URL:\n%s", e.logs)
+	}
+}
+
+// TestExplorerPolicyBesideDNS: a report page sets the policy the reporter
+// saw beside the DMARC record published now, as the DNS monitor sees it
+// from a real authoritative server, and marks the tags that differ.
+func TestExplorerPolicyBesideDNS(t *testing.T) {
+	zone := filepath.Join(t.TempDir(), "zone.txt")
+	// The corpus report for georgestarcher.com saw p=reject, adkim=s, aspf=s.
+	os.WriteFile(zone, []byte(`_dmarc.georgestarcher.com. 300 IN TXT "v=DMARC1; p=quarantine; adkim=s; aspf=r; rua=mailto:dmarc@georgestarcher.com"`+"\n"), 0o644)
+	srv := testenv.StartDNS(t, zone)
+	agg := filepath.Join(testdata, "corpus", "aggregate")
+	e := startExporter(t, "--source.dir="+agg, "--domain=georgestarcher.com",
+		"--storage.path="+t.TempDir(), "--metrics.new-series-delay=0s", "--dns.resolver="+srv.Addr)
+	e.waitScans(1, agg)
+	e.waitFor("the DNS monitor's look at the DMARC record", func() bool {
+		return e.metric("dmarc_dns_record_present", "domain", "georgestarcher.com", "record", "dmarc") == 1
+	})
+	var list struct {
+		Items []struct {
+			ID int64 `json:"id"`
+		} `json:"items"`
+	}
+	getJSON(t, e.url+"/api/v1/reports?domain=georgestarcher.com", &list)
+	if len(list.Items) == 0 {
+		t.Fatal("no report of georgestarcher.com")
+	}
+	_, body := getBody(t, fmt.Sprintf("%s/reports/%d", e.url, list.Items[0].ID))
+	rows := map[string]string{}
+	for _, m := range regexp.MustCompile(`<tr><td>(\w+)</td><td>([^<]*)</td><td( class="differ"[^>]*)?>([^<]*)</td></tr>`).FindAllStringSubmatch(body, -1) {
+		mark := ""
+		if m[3] != "" {
+			mark = " differs"
+		}
+		rows[m[1]] = m[2] + " | " + m[4] + mark
+	}
+	want := map[string]string{
+		"p":     "reject | quarantine differs",
+		"adkim": "s | s",
+		"aspf":  "s | r differs",
+		"sp":    "reject | quarantine (default) differs", // sp defaults to p
+		"pct":   "100 | 100 (default)",                   // no difference
+	}
+	for tag, w := range want {
+		if rows[tag] != w {
+			t.Errorf("policy tag %s: %q, want %q (all: %v)", tag, rows[tag], w, rows)
+		}
+	}
+	if !strings.Contains(body, "v=DMARC1; p=quarantine") {
+		t.Error("the page does not show the record published now")
 	}
 }
