@@ -4,9 +4,10 @@ GO ?= go
 # prometheus-alertmanager: for the rule and end-to-end tests;
 # dovecot-imapd: the IMAP server of the IMAP source tests, which start
 # their own instances on 127.0.0.1; chromium: the browser the report
-# explorer's tests drive, headless); `make deps` installs the missing ones
+# explorer's tests drive, headless, with fonts-liberation, which it only
+# recommends); `make deps` installs the missing ones
 # when run as root and fails with their names otherwise.
-APT_PACKAGES ?= prometheus prometheus-alertmanager dovecot-imapd chromium
+APT_PACKAGES ?= prometheus prometheus-alertmanager dovecot-imapd chromium fonts-liberation
 FUZZTIME ?= 60s
 
 .PHONY: all build test deps vet style checkrules fuzz bench docker

@@ -20,14 +20,15 @@ import (
 const expireBatch = 500
 
 // Expire deletes the aggregate and SMTP TLS reports whose date range ended
-// before cutoff, and the failure reports received before it, and returns
-// how many reports it deleted.
+// before cutoff and that were received before it, and the failure reports
+// received before it, and returns how many reports it deleted. A backfill
+// of old reports stays for the retention from when it was read.
 func (a *Archive) Expire(ctx context.Context, cutoff time.Time) (int64, error) {
 	var total int64
 	for _, q := range []string{
-		"DELETE FROM aggregate_reports WHERE id IN (SELECT id FROM aggregate_reports WHERE end_time < ? LIMIT ?)",
-		"DELETE FROM tls_reports WHERE id IN (SELECT id FROM tls_reports WHERE end_time < ? LIMIT ?)",
-		"DELETE FROM failure_reports WHERE id IN (SELECT id FROM failure_reports WHERE received < ? LIMIT ?)",
+		"DELETE FROM aggregate_reports WHERE id IN (SELECT id FROM aggregate_reports WHERE end_time < ?1 AND received < ?1 LIMIT ?2)",
+		"DELETE FROM tls_reports WHERE id IN (SELECT id FROM tls_reports WHERE end_time < ?1 AND received < ?1 LIMIT ?2)",
+		"DELETE FROM failure_reports WHERE id IN (SELECT id FROM failure_reports WHERE received < ?1 LIMIT ?2)",
 	} {
 		for {
 			if err := ctx.Err(); err != nil {

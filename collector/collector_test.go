@@ -629,11 +629,22 @@ func TestRetention(t *testing.T) {
 	s := testStore(t, dir, "example.com")
 	old := genReport("a@google.com", "example.com", "old", testNow.Add(-500*24*time.Hour), 3, 4)
 	recent := genReport("a@google.com", "example.com", "recent", testNow.Add(-48*time.Hour), 5)
-	for i, data := range [][]byte{old, recent} {
+	// A backfill: as old, but read now. It stays for the retention from now.
+	backfill := genReport("a@google.com", "example.com", "backfill", testNow.Add(-500*24*time.Hour), 6)
+	for i, data := range [][]byte{old, recent, backfill} {
+		received := testNow
+		if i == 0 {
+			received = testNow.Add(-450 * 24 * time.Hour)
+		}
+		s.opts.Now = func() time.Time { return received }
 		if err := s.IngestFile("src", fmt.Sprint(i), "m", bytes.NewReader(data)); err != nil {
 			t.Fatal(err)
 		}
+		if err := s.Commit(); err != nil {
+			t.Fatal(err)
+		}
 	}
+	s.opts.Now = func() time.Time { return testNow }
 	if err := s.Commit(); err != nil {
 		t.Fatal(err)
 	}
@@ -646,8 +657,8 @@ func TestRetention(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Rows["aggregate_reports"] != 1 || st.Rows["aggregate_records"] != 1 {
-		t.Errorf("%d reports and %d records left, want the recent report's 1 and 1", st.Rows["aggregate_reports"], st.Rows["aggregate_records"])
+	if st.Rows["aggregate_reports"] != 2 || st.Rows["aggregate_records"] != 2 {
+		t.Errorf("%d reports and %d records left, want the recent report's and the backfill's 2 and 2", st.Rows["aggregate_reports"], st.Rows["aggregate_records"])
 	}
 	if err := s.IngestFile("src", "again", "m", bytes.NewReader(old)); err != nil {
 		t.Fatal(err)
@@ -656,8 +667,8 @@ func TestRetention(t *testing.T) {
 		t.Fatal(err)
 	}
 	s2 := testStore(t, dir, "example.com")
-	if after := testutil.ToFloat64(collectOne(t, s2, "dmarc_reports_total", "example.com", "google.com")); after != before || before != 2 {
-		t.Errorf("dmarc_reports_total %v before retention, %v after and a second delivery, want 2 and 2", before, after)
+	if after := testutil.ToFloat64(collectOne(t, s2, "dmarc_reports_total", "example.com", "google.com")); after != before || before != 3 {
+		t.Errorf("dmarc_reports_total %v before retention, %v after and a second delivery, want 3 and 3", before, after)
 	}
 	if dups := testutil.ToFloat64(collectOne(t, s2, "dmarc_reports_duplicate_total", "example.com", "google.com")); dups != 1 {
 		t.Errorf("a second delivery of an expired report: %v duplicates, want 1", dups)

@@ -38,8 +38,9 @@ func corpusDirs() []string {
 func startCorpus(t *testing.T, args ...string) (*exporter, string) {
 	t.Helper()
 	dir := t.TempDir()
-	// A retention long enough for the corpus's oldest reports to stay.
-	cfg := "failure_samples: 100\narchive:\n  retention: 30y\ndirectories:\n"
+	// The default retention: the corpus's reports are years old, and
+	// stay for archive.retention from when they were read.
+	cfg := "failure_samples: 100\ndirectories:\n"
 	for _, d := range corpusDirs() {
 		cfg += fmt.Sprintf("  - path: %q\n", d)
 	}
