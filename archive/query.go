@@ -137,23 +137,8 @@ func (f *ReportFilter) where() (string, []any) {
 	case StatusOther:
 		conds = append(conds, "failed_records = 0 AND partial_records > 0")
 	}
-	var rec []string
-	if f.Class != "" {
-		rec = append(rec, "r.source_class = ?")
-		args = append(args, f.Class)
-	}
-	if f.ASN != 0 {
-		rec = append(rec, "r.source_asn = ?")
-		args = append(args, int64(f.ASN))
-	}
-	if f.Name != "" {
-		rec = append(rec, "r.source_name = ?")
-		args = append(args, f.Name)
-	}
-	if f.IP != "" {
-		rec = append(rec, "r.source_ip = ?")
-		args = append(args, f.IP)
-	}
+	rec, recArgs := f.recordConds()
+	args = append(args, recArgs...)
 	if len(rec) > 0 {
 		conds = append(conds, "EXISTS (SELECT 1 FROM aggregate_records r WHERE r.report = aggregate_reports.id AND "+
 			strings.Join(rec, " AND ")+")")
@@ -162,6 +147,28 @@ func (f *ReportFilter) where() (string, []any) {
 		return "", nil
 	}
 	return " WHERE " + strings.Join(conds, " AND "), args
+}
+
+// recordConds are the conditions of f's source fields on a record r.
+func (f *ReportFilter) recordConds() ([]string, []any) {
+	var conds []string
+	var args []any
+	for _, c := range []struct {
+		column string
+		value  any
+		set    bool
+	}{
+		{"source_class", f.Class, f.Class != ""},
+		{"source_asn", int64(f.ASN), f.ASN != 0},
+		{"source_name", f.Name, f.Name != ""},
+		{"source_ip", f.IP, f.IP != ""},
+	} {
+		if c.set {
+			conds = append(conds, "r."+c.column+" = ?")
+			args = append(args, c.value)
+		}
+	}
+	return conds, args
 }
 
 // Reports returns the reports f selects in the order sort (a ReportSorts
@@ -397,13 +404,25 @@ func (a *Archive) records(ctx context.Context, id int64, n int) ([]RecordRow, er
 // RawAggregate returns an aggregate report as received (its XML); ok is
 // false when the archive did not keep it.
 func (a *Archive) RawAggregate(ctx context.Context, id int64) (raw []byte, ok bool, err error) {
-	var identity string
-	err = a.h().r.QueryRowContext(ctx, "SELECT identity FROM aggregate_reports WHERE id = ?", id).Scan(&identity)
+	return a.rawByID(ctx, "aggregate_reports", id)
+}
+
+// rawByID reads the raw bytes of a report of table (aggregate_reports or
+// tls_reports) by its number.
+func (a *Archive) rawByID(ctx context.Context, table string, id int64) (raw []byte, ok bool, err error) {
+	var z []byte
+	err = a.h().r.QueryRowContext(ctx, "SELECT raw FROM "+table+" WHERE id = ?", id).Scan(&z)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, false, ErrNotFound
 	}
 	if err != nil {
 		return nil, false, fmt.Errorf("archive: report %d: %w", id, err)
 	}
-	return a.RawReport(identity)
+	if z == nil {
+		return nil, false, nil
+	}
+	if raw, err = gunzip(z); err != nil {
+		return nil, false, fmt.Errorf("archive: report %d: %w", id, err)
+	}
+	return raw, true, nil
 }

@@ -47,23 +47,8 @@ func (f *ReportFilter) sourceWhere() (string, []any) {
 	if where != "" {
 		conds = append(conds, "r.report IN (SELECT id FROM aggregate_reports"+where+")")
 	}
-	if f.Class != "" {
-		conds = append(conds, "r.source_class = ?")
-		args = append(args, f.Class)
-	}
-	if f.ASN != 0 {
-		conds = append(conds, "r.source_asn = ?")
-		args = append(args, int64(f.ASN))
-	}
-	if f.Name != "" {
-		conds = append(conds, "r.source_name = ?")
-		args = append(args, f.Name)
-	}
-	if f.IP != "" {
-		conds = append(conds, "r.source_ip = ?")
-		args = append(args, f.IP)
-	}
-	return " WHERE " + strings.Join(conds, " AND "), args
+	rec, recArgs := f.recordConds()
+	return " WHERE " + strings.Join(append(conds, rec...), " AND "), append(args, recArgs...)
 }
 
 // Sources groups the records of the reports f selects by class, AS and

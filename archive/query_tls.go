@@ -163,15 +163,7 @@ func (a *Archive) TLSReport(ctx context.Context, id int64) (*TLSDetail, error) {
 // RawTLS returns an SMTP TLS report as received (its JSON); ok is false
 // when the archive did not keep it.
 func (a *Archive) RawTLS(ctx context.Context, id int64) (raw []byte, ok bool, err error) {
-	var identity string
-	err = a.h().r.QueryRowContext(ctx, "SELECT identity FROM tls_reports WHERE id = ?", id).Scan(&identity)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, false, ErrNotFound
-	}
-	if err != nil {
-		return nil, false, fmt.Errorf("archive: TLS report %d: %w", id, err)
-	}
-	return a.RawReport(identity)
+	return a.rawByID(ctx, "tls_reports", id)
 }
 
 // FailureRow is a failure report as the list shows it; Sample is its

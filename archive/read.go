@@ -235,15 +235,19 @@ func (a *Archive) RawReport(identity string) (raw []byte, ok bool, err error) {
 	if err != nil {
 		return nil, false, fmt.Errorf("archive: report %s: %w", identity, err)
 	}
-	zr, err := gzip.NewReader(bytes.NewReader(z))
-	if err != nil {
-		return nil, false, fmt.Errorf("archive: report %s: %w", identity, err)
-	}
-	raw, err = io.ReadAll(zr)
-	if err != nil {
+	if raw, err = gunzip(z); err != nil {
 		return nil, false, fmt.Errorf("archive: report %s: %w", identity, err)
 	}
 	return raw, true, nil
+}
+
+// gunzip reads a report's raw bytes as stored.
+func gunzip(z []byte) ([]byte, error) {
+	zr, err := gzip.NewReader(bytes.NewReader(z))
+	if err != nil {
+		return nil, err
+	}
+	return io.ReadAll(zr)
 }
 
 // Empty reports whether no input was ever read into the archive.

@@ -28,9 +28,8 @@ func writeJSON(w http.ResponseWriter, v any) {
 }
 
 func (e *Explorer) apiReports(w http.ResponseWriter, r *http.Request) {
-	q, err := ParseQuery(r.URL.Query())
-	if err != nil {
-		e.fail(w, r, err, true)
+	q, ok := e.query(w, r)
+	if !ok {
 		return
 	}
 	rows, total, err := e.arc.Reports(r.Context(), q.ReportFilter, q.Sort, q.Desc, q.Offset(), q.PerPage)
@@ -64,14 +63,8 @@ func Explained(d *archive.ReportDetail) *Report {
 }
 
 func (e *Explorer) apiReport(w http.ResponseWriter, r *http.Request) {
-	id, err := pathID(r)
-	if err != nil {
-		e.fail(w, r, err, true)
-		return
-	}
-	d, err := e.arc.Report(r.Context(), id)
-	if err != nil {
-		e.fail(w, r, err, false)
+	d, ok := one(e, w, r, e.arc.Report)
+	if !ok {
 		return
 	}
 	writeJSON(w, Explained(d))
@@ -120,9 +113,8 @@ func (e *Explorer) writeRaw(w http.ResponseWriter, r *http.Request, raw []byte, 
 }
 
 func (e *Explorer) apiSources(w http.ResponseWriter, r *http.Request) {
-	q, err := ParseQuery(r.URL.Query())
-	if err != nil {
-		e.fail(w, r, err, true)
+	q, ok := e.query(w, r)
+	if !ok {
 		return
 	}
 	groups, err := e.arc.Sources(r.Context(), q.ReportFilter, q.PerPage)
@@ -134,9 +126,8 @@ func (e *Explorer) apiSources(w http.ResponseWriter, r *http.Request) {
 }
 
 func (e *Explorer) apiSourceAddresses(w http.ResponseWriter, r *http.Request) {
-	q, err := ParseQuery(r.URL.Query())
-	if err != nil {
-		e.fail(w, r, err, true)
+	q, ok := e.query(w, r)
+	if !ok {
 		return
 	}
 	addrs, err := e.arc.SourceAddresses(r.Context(), q.ReportFilter, q.PerPage)
@@ -148,9 +139,8 @@ func (e *Explorer) apiSourceAddresses(w http.ResponseWriter, r *http.Request) {
 }
 
 func (e *Explorer) apiTLSReports(w http.ResponseWriter, r *http.Request) {
-	q, err := ParseQuery(r.URL.Query())
-	if err != nil {
-		e.fail(w, r, err, true)
+	q, ok := e.query(w, r)
+	if !ok {
 		return
 	}
 	rows, total, err := e.arc.TLSReports(r.Context(), q.ReportFilter, q.Offset(), q.PerPage)
@@ -162,23 +152,16 @@ func (e *Explorer) apiTLSReports(w http.ResponseWriter, r *http.Request) {
 }
 
 func (e *Explorer) apiTLSReport(w http.ResponseWriter, r *http.Request) {
-	id, err := pathID(r)
-	if err != nil {
-		e.fail(w, r, err, true)
-		return
-	}
-	d, err := e.arc.TLSReport(r.Context(), id)
-	if err != nil {
-		e.fail(w, r, err, false)
+	d, ok := one(e, w, r, e.arc.TLSReport)
+	if !ok {
 		return
 	}
 	writeJSON(w, d)
 }
 
 func (e *Explorer) apiFailures(w http.ResponseWriter, r *http.Request) {
-	q, err := ParseQuery(r.URL.Query())
-	if err != nil {
-		e.fail(w, r, err, true)
+	q, ok := e.query(w, r)
+	if !ok {
 		return
 	}
 	rows, total, err := e.arc.FailureReports(r.Context(), q.ReportFilter, q.Offset(), q.PerPage)
@@ -190,14 +173,8 @@ func (e *Explorer) apiFailures(w http.ResponseWriter, r *http.Request) {
 }
 
 func (e *Explorer) apiFailure(w http.ResponseWriter, r *http.Request) {
-	id, err := pathID(r)
-	if err != nil {
-		e.fail(w, r, err, true)
-		return
-	}
-	d, err := e.arc.FailureReport(r.Context(), id)
-	if err != nil {
-		e.fail(w, r, err, false)
+	d, ok := one(e, w, r, e.arc.FailureReport)
+	if !ok {
 		return
 	}
 	writeJSON(w, d)

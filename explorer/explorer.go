@@ -10,6 +10,7 @@
 package explorer
 
 import (
+	"context"
 	"embed"
 	"errors"
 	"fmt"
@@ -180,6 +181,33 @@ func pathID(r *http.Request) (int64, error) {
 		return 0, fmt.Errorf("%q is not a report number", r.PathValue("id"))
 	}
 	return id, nil
+}
+
+// one reads the {id} of a request and gets what it names (a report, a
+// TLS report, a failure report), answering an error itself; ok is false
+// then.
+func one[T any](e *Explorer, w http.ResponseWriter, r *http.Request, get func(context.Context, int64) (T, error)) (v T, ok bool) {
+	id, err := pathID(r)
+	if err != nil {
+		e.fail(w, r, err, true)
+		return v, false
+	}
+	if v, err = get(r.Context(), id); err != nil {
+		e.fail(w, r, err, false)
+		return v, false
+	}
+	return v, true
+}
+
+// query reads the filter, order and page of a list request, answering
+// 400 itself when they do not read; ok is false then.
+func (e *Explorer) query(w http.ResponseWriter, r *http.Request) (q *Query, ok bool) {
+	q, err := ParseQuery(r.URL.Query())
+	if err != nil {
+		e.fail(w, r, err, true)
+		return nil, false
+	}
+	return q, true
 }
 
 // fail answers an error: 400 for a bad request, 404 for a report not in

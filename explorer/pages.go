@@ -93,12 +93,12 @@ func pages(total, per int) int {
 }
 
 func (e *Explorer) reportsPage(w http.ResponseWriter, r *http.Request) {
-	q, err := ParseQuery(r.URL.Query())
-	if err != nil {
-		e.fail(w, r, err, true)
+	q, ok := e.query(w, r)
+	if !ok {
 		return
 	}
 	v := &reportsView{Q: q, e: e, Classes: classes}
+	var err error
 	if v.Rows, v.Total, err = e.arc.Reports(r.Context(), q.ReportFilter, q.Sort, q.Desc, q.Offset(), q.PerPage); err != nil {
 		e.fail(w, r, err, false)
 		return
@@ -145,14 +145,8 @@ type policyRow struct {
 }
 
 func (e *Explorer) reportPage(w http.ResponseWriter, r *http.Request) {
-	id, err := pathID(r)
-	if err != nil {
-		e.fail(w, r, err, true)
-		return
-	}
-	d, err := e.arc.Report(r.Context(), id)
-	if err != nil {
-		e.fail(w, r, err, false)
+	d, ok := one(e, w, r, e.arc.Report)
+	if !ok {
 		return
 	}
 	v := &reportView{R: d, ListLink: e.link("/reports", url.Values{"domain": {d.Domain}})}
@@ -267,13 +261,13 @@ func (v *sourcesView) ReportsLink(class string, asn uint32, name, ip string) str
 func (v *sourcesView) Selected(list []string, value string) bool { return oneOf(value, list...) }
 
 func (e *Explorer) sourcesPage(w http.ResponseWriter, r *http.Request) {
-	q, err := ParseQuery(r.URL.Query())
-	if err != nil {
-		e.fail(w, r, err, true)
+	q, ok := e.query(w, r)
+	if !ok {
 		return
 	}
 	v := &sourcesView{Q: q, e: e, Classes: classes}
 	v.Drill = q.Class != "" || q.ASN != 0 || q.Name != "" || q.IP != ""
+	var err error
 	if v.Groups, err = e.arc.Sources(r.Context(), q.ReportFilter, 1000); err == nil && v.Drill {
 		v.Addresses, err = e.arc.SourceAddresses(r.Context(), q.ReportFilter, 2000)
 	}
@@ -311,9 +305,8 @@ func newListView[T any](e *Explorer, path string, q *Query, rows []T, total int)
 }
 
 func (e *Explorer) tlsPage(w http.ResponseWriter, r *http.Request) {
-	q, err := ParseQuery(r.URL.Query())
-	if err != nil {
-		e.fail(w, r, err, true)
+	q, ok := e.query(w, r)
+	if !ok {
 		return
 	}
 	rows, total, err := e.arc.TLSReports(r.Context(), q.ReportFilter, q.Offset(), q.PerPage)
@@ -325,23 +318,16 @@ func (e *Explorer) tlsPage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (e *Explorer) tlsReportPage(w http.ResponseWriter, r *http.Request) {
-	id, err := pathID(r)
-	if err != nil {
-		e.fail(w, r, err, true)
-		return
-	}
-	d, err := e.arc.TLSReport(r.Context(), id)
-	if err != nil {
-		e.fail(w, r, err, false)
+	d, ok := one(e, w, r, e.arc.TLSReport)
+	if !ok {
 		return
 	}
 	e.render(w, r, "tlsreport", page{Title: "SMTP TLS report " + d.ReportID, Nav: "tls", Data: d})
 }
 
 func (e *Explorer) failuresPage(w http.ResponseWriter, r *http.Request) {
-	q, err := ParseQuery(r.URL.Query())
-	if err != nil {
-		e.fail(w, r, err, true)
+	q, ok := e.query(w, r)
+	if !ok {
 		return
 	}
 	rows, total, err := e.arc.FailureReports(r.Context(), q.ReportFilter, q.Offset(), q.PerPage)
@@ -353,14 +339,8 @@ func (e *Explorer) failuresPage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (e *Explorer) failurePage(w http.ResponseWriter, r *http.Request) {
-	id, err := pathID(r)
-	if err != nil {
-		e.fail(w, r, err, true)
-		return
-	}
-	d, err := e.arc.FailureReport(r.Context(), id)
-	if err != nil {
-		e.fail(w, r, err, false)
+	d, ok := one(e, w, r, e.arc.FailureReport)
+	if !ok {
 		return
 	}
 	e.render(w, r, "failure", page{Title: "Failure report", Nav: "failures", Data: d})
