@@ -7,6 +7,7 @@
 //	check DOMAIN...  check a domain's DMARC and SPF records
 //	archive stats|check|vacuum  look after the archive
 //	reports list|show           the archive's reports on a terminal
+//	export openmetrics          the report-time series, for promtool
 package main
 
 import (
@@ -38,6 +39,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	check := newCheckCmd(app)
 	arc := newArchiveCmd(app)
 	reports := newReportsCmd(app)
+	export := newExportCmd(app)
 
 	cmd, err := app.Parse(args)
 	if done {
@@ -56,6 +58,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return arc.run(cmd, stdout, stderr)
 	case reports.list.FullCommand(), reports.show.FullCommand():
 		return reports.run(cmd, stdout, stderr)
+	case export.openmetrics.FullCommand():
+		return export.run(stdout, stderr)
 	case serve.cmd.FullCommand():
 		return serve.run(*resolvers, stdout, stderr)
 	}
