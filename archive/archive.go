@@ -87,6 +87,37 @@ func Open(dir string) (*Archive, error) {
 	return a, nil
 }
 
+// OpenExisting opens the archive under dir for a command that reads it
+// beside a running exporter: it creates nothing and migrates nothing, and
+// refuses an archive of another schema version, which the exporter of
+// this version upgrades when it starts.
+func OpenExisting(dir string) (*Archive, error) {
+	path := filepath.Join(dir, FileName)
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("no archive: %w (give --storage.path)", err)
+	}
+	a, err := openPath(path)
+	if err != nil {
+		return nil, err
+	}
+	var have int
+	if err := a.h().r.QueryRow("PRAGMA user_version").Scan(&have); err != nil {
+		a.Close()
+		return nil, fmt.Errorf("archive %s: read schema version: %w", path, err)
+	}
+	if want := SchemaVersion(); have != want {
+		a.Close()
+		return nil, fmt.Errorf("archive %s has schema version %d, this build reads %d: start this version's exporter on it once (it upgrades the archive), or use the dmarc-exporter that wrote it", path, have, want)
+	}
+	if err := a.h().prepare(); err != nil {
+		a.Close()
+		return nil, fmt.Errorf("archive %s: %w", path, err)
+	}
+	a.file = st
+	return a, nil
+}
+
 func openPath(path string) (*Archive, error) {
 	h, err := openHandles(path)
 	if err != nil {

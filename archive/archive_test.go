@@ -83,6 +83,31 @@ func TestMigrations(t *testing.T) {
 		a.Close()
 	}
 
+	// A reading command opens an archive of this version only, and
+	// neither creates nor upgrades one.
+	old := t.TempDir()
+	a1, err := openPath(filepath.Join(old, FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a1.migrate(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	a1.Close()
+	if _, err := OpenExisting(old); err == nil || !strings.Contains(err.Error(), "schema version 1") {
+		t.Errorf("OpenExisting on schema 1: %v", err)
+	}
+	if _, err := OpenExisting(t.TempDir()); err == nil || !strings.Contains(err.Error(), "no archive") {
+		t.Errorf("OpenExisting on an empty directory: %v", err)
+	}
+	ok := t.TempDir()
+	openTest(t, ok).Close()
+	if a, err := OpenExisting(ok); err != nil {
+		t.Errorf("OpenExisting on this version: %v", err)
+	} else {
+		a.Close()
+	}
+
 	// Opening twice changes nothing; a newer schema is refused.
 	dir := t.TempDir()
 	openTest(t, dir).Close()

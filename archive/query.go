@@ -21,10 +21,11 @@ type ReportFilter struct {
 	From, Until time.Time
 	DMARC       string // DMARCAllPass, DMARCAllFail or DMARCMixed
 	Status      string // StatusPassed, StatusFailed or StatusOther
-	// Reports with a record of this source.
+	// Reports with a record of this source; nil ASN and Name select
+	// any (0 and "" are values: an unknown AS, no name).
 	Class string
-	ASN   uint32
-	Name  string
+	ASN   *uint32
+	Name  *string
 	IP    string
 }
 
@@ -153,20 +154,21 @@ func (f *ReportFilter) where() (string, []any) {
 func (f *ReportFilter) recordConds() ([]string, []any) {
 	var conds []string
 	var args []any
-	for _, c := range []struct {
-		column string
-		value  any
-		set    bool
-	}{
-		{"source_class", f.Class, f.Class != ""},
-		{"source_asn", int64(f.ASN), f.ASN != 0},
-		{"source_name", f.Name, f.Name != ""},
-		{"source_ip", f.IP, f.IP != ""},
-	} {
-		if c.set {
-			conds = append(conds, "r."+c.column+" = ?")
-			args = append(args, c.value)
-		}
+	add := func(column string, value any) {
+		conds = append(conds, "r."+column+" = ?")
+		args = append(args, value)
+	}
+	if f.Class != "" {
+		add("source_class", f.Class)
+	}
+	if f.ASN != nil {
+		add("source_asn", int64(*f.ASN))
+	}
+	if f.Name != nil {
+		add("source_name", *f.Name)
+	}
+	if f.IP != "" {
+		add("source_ip", f.IP)
 	}
 	return conds, args
 }

@@ -41,7 +41,7 @@ const classOrder = `CASE r.source_class WHEN 'threat' THEN 0 WHEN 'unknown' THEN
 // its source fields.
 func (f *ReportFilter) sourceWhere() (string, []any) {
 	reports := *f
-	reports.Class, reports.ASN, reports.Name, reports.IP = "", 0, "", ""
+	reports.Class, reports.ASN, reports.Name, reports.IP = "", nil, nil, ""
 	where, args := reports.where()
 	conds := []string{"r.problem NOT LIKE 'count%'"}
 	if where != "" {

@@ -122,7 +122,7 @@ func benchArchive(b *testing.B) (*archive.Archive, int64) {
 
 func BenchmarkPages(b *testing.B) {
 	arc, big := benchArchive(b)
-	e, err := New(arc, nil, "", slog.New(slog.DiscardHandler))
+	e, err := New(arc, nil, "", "/metrics", slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)
 	}

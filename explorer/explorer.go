@@ -44,15 +44,18 @@ type Explorer struct {
 	arc    *archive.Archive
 	dns    DNS
 	prefix string // the external URL's path, without a trailing slash
+	// metrics is the path of /metrics under the prefix, for the menu.
+	metrics string
 	pages  map[string]*template.Template
 	log    *slog.Logger
 }
 
 // New returns an explorer of arc. prefix is the path under which a
-// browser reaches the exporter ("" at the root, "/dmarc" behind a proxy);
-// dns may be nil.
-func New(arc *archive.Archive, dns DNS, prefix string, log *slog.Logger) (*Explorer, error) {
-	e := &Explorer{arc: arc, dns: dns, prefix: strings.TrimSuffix(prefix, "/"), log: log, pages: map[string]*template.Template{}}
+// browser reaches the exporter ("" at the root, "/dmarc" behind a proxy),
+// metrics the path of the metrics under it; dns may be nil.
+func New(arc *archive.Archive, dns DNS, prefix, metrics string, log *slog.Logger) (*Explorer, error) {
+	e := &Explorer{arc: arc, dns: dns, prefix: strings.TrimSuffix(prefix, "/"), metrics: metrics, log: log,
+		pages: map[string]*template.Template{}}
 	funcs := template.FuncMap{
 		"link":     e.link,
 		"date":     func(t time.Time) string { return t.UTC().Format("2006-01-02") },
@@ -61,6 +64,7 @@ func New(arc *archive.Archive, dns DNS, prefix string, log *slog.Logger) (*Explo
 		"known":    known,
 		"add":      func(a, b int) int { return a + b },
 		"prefix":   func() string { return e.prefix },
+		"metrics":  func() string { return e.prefix + e.metrics },
 		"asn": func(n uint32) string {
 			if n == 0 {
 				return ""

@@ -41,7 +41,7 @@ func TestHostileReport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := New(arc, nil, "", slog.New(slog.DiscardHandler))
+	e, err := New(arc, nil, "", "/metrics", slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -59,6 +59,14 @@ func ParseQuery(v url.Values) (*Query, error) {
 		if q.Until, err = parseDate(q.ToArg, true); err != nil {
 			return nil, fmt.Errorf("to: %w", err)
 		}
+		// Milliseconds (Grafana's) show as the days they fall on, which
+		// the date fields can hold.
+		if isMillis(q.FromArg) {
+			q.FromArg = q.From.Format(time.DateOnly)
+		}
+		if isMillis(q.ToArg) {
+			q.ToArg = q.Until.Add(-time.Millisecond).Format(time.DateOnly)
+		}
 	}
 	q.DMARC = v.Get("dmarc")
 	if !oneOf(q.DMARC, "", archive.DMARCAllPass, archive.DMARCAllFail, archive.DMARCMixed) {
@@ -68,13 +76,25 @@ func ParseQuery(v url.Values) (*Query, error) {
 	if !oneOf(q.Status, "", archive.StatusPassed, archive.StatusFailed, archive.StatusOther) {
 		return nil, fmt.Errorf("status %q: want passed, failed or other", q.Status)
 	}
-	q.Class, q.Name, q.IP = v.Get("class"), v.Get("name"), v.Get("ip")
-	if a := strings.TrimPrefix(strings.ToUpper(v.Get("asn")), "AS"); a != "" {
-		n, err := strconv.ParseUint(a, 10, 32)
-		if err != nil {
-			return nil, fmt.Errorf("asn %q: want a number", v.Get("asn"))
+	q.Class, q.IP = v.Get("class"), v.Get("ip")
+	// The overflow bucket of the labels ("other") is many sources: it
+	// selects none of them in particular.
+	if v.Has("name") && v.Get("name") != "other" {
+		name := v.Get("name")
+		q.Name = &name
+	}
+	if a := v.Get("asn"); a != "" && a != "other" {
+		var n uint64
+		switch a {
+		case "unknown", "invalid": // the labels of an address no database knows, or none
+		default:
+			var err error
+			if n, err = strconv.ParseUint(strings.TrimPrefix(strings.ToUpper(a), "AS"), 10, 32); err != nil {
+				return nil, fmt.Errorf("asn %q: want a number such as AS15169", a)
+			}
 		}
-		q.ASN = uint32(n)
+		asn := uint32(n)
+		q.ASN = &asn
 	}
 	if s := v.Get("sort"); s != "" {
 		if _, ok := archive.ReportSorts[s]; !ok {
@@ -115,7 +135,8 @@ func parseDate(s string, end bool) (time.Time, error) {
 	if s == "" {
 		return time.Time{}, nil
 	}
-	if ms, err := strconv.ParseInt(s, 10, 64); err == nil && len(s) > 8 {
+	if isMillis(s) {
+		ms, _ := strconv.ParseInt(s, 10, 64)
 		return time.UnixMilli(ms).UTC(), nil
 	}
 	t, err := time.Parse("2006-01-02", s)
@@ -126,6 +147,12 @@ func parseDate(s string, end bool) (time.Time, error) {
 		t = t.AddDate(0, 0, 1)
 	}
 	return t, nil
+}
+
+// isMillis tells Unix milliseconds from a date.
+func isMillis(s string) bool {
+	_, err := strconv.ParseInt(s, 10, 64)
+	return err == nil && len(s) > 8
 }
 
 // values writes the query back as URL values: the filter always, the
@@ -151,10 +178,12 @@ func (q *Query) values(withPage bool) url.Values {
 	set("dmarc", q.DMARC)
 	set("status", q.Status)
 	set("class", q.Class)
-	set("name", q.Name)
 	set("ip", q.IP)
-	if q.ASN != 0 {
-		v.Set("asn", strconv.FormatUint(uint64(q.ASN), 10))
+	if q.Name != nil {
+		v.Set("name", *q.Name)
+	}
+	if q.ASN != nil {
+		v.Set("asn", strconv.FormatUint(uint64(*q.ASN), 10))
 	}
 	if q.Sort != "" {
 		v.Set("sort", q.Sort)

@@ -1,6 +1,7 @@
 package explorer
 
 import (
+	"fmt"
 	"net/url"
 	"testing"
 	"time"
@@ -18,7 +19,7 @@ func TestParseQuery(t *testing.T) {
 	if !q.From.Equal(time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)) || !q.Until.Equal(time.Date(2024, 2, 1, 0, 0, 0, 0, time.UTC)) {
 		t.Errorf("period %v to %v: to is inclusive", q.From, q.Until)
 	}
-	if q.Status != "failed" || q.DMARC != "mixed" || q.Class != "unknown" || q.ASN != 15169 || q.Sort != "messages" || q.Desc ||
+	if q.Status != "failed" || q.DMARC != "mixed" || q.Class != "unknown" || q.ASN == nil || *q.ASN != 15169 || q.Name != nil || q.Sort != "messages" || q.Desc ||
 		q.Page != 3 || q.PerPage != 20 || q.Offset() != 40 {
 		t.Errorf("parsed %+v", q)
 	}
@@ -33,9 +34,36 @@ func TestParseQuery(t *testing.T) {
 	if q, err = ParseQuery(v); err != nil || q.From.Unix() != 1704067200 || q.Until.Unix() != 1704153600 {
 		t.Errorf("milliseconds: %v to %v, %v", q.From, q.Until, err)
 	}
+	// The date fields show them as days, which read back the same.
+	if q.FromArg != "2024-01-01" || q.ToArg != "2024-01-01" {
+		t.Errorf("milliseconds shown as %s to %s, want 2024-01-01 to 2024-01-01", q.FromArg, q.ToArg)
+	}
+	if again, err := ParseQuery(q.values(true)); err != nil || !again.From.Equal(q.From) || !again.Until.Equal(q.Until) {
+		t.Errorf("milliseconds written back read as %v to %v (%v)", again.From, again.Until, err)
+	}
 	v, _ = url.ParseQuery("month=2024-02")
 	if q, err = ParseQuery(v); err != nil || q.From.Month() != 2 || q.Until.Month() != 3 {
 		t.Errorf("month: %v to %v, %v", q.From, q.Until, err)
+	}
+
+	// Grafana's source_asn labels: unknown is AS 0; other (the overflow
+	// bucket) selects no AS in particular.
+	for raw, want := range map[string]string{"asn=unknown": "0", "asn=invalid": "0", "asn=other": "any", "asn=AS64500": "64500",
+		"name=": "name ''", "name=other": "any", "name=mx.example": "name 'mx.example'"} {
+		v, _ := url.ParseQuery(raw)
+		q, err := ParseQuery(v)
+		got := "any"
+		switch {
+		case err != nil:
+			got = err.Error()
+		case q.ASN != nil:
+			got = fmt.Sprint(*q.ASN)
+		case q.Name != nil:
+			got = "name '" + *q.Name + "'"
+		}
+		if got != want {
+			t.Errorf("%s: %s, want %s", raw, got, want)
+		}
 	}
 
 	for _, bad := range []string{"status=bogus", "dmarc=x", "from=yesterday", "month=2024", "asn=google", "sort=identity", "page=0", "per_page=100000"} {

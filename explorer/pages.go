@@ -207,14 +207,12 @@ func (e *Explorer) comparePolicy(d *archive.ReportDetail) ([]policyRow, string, 
 			if b == "" {
 				b = defaults[kv[0]]
 			}
-			// sp and np default to p (np to sp).
-			if kv[0] == "sp" || kv[0] == "np" {
-				if a == "" {
-					a = p.P
-				}
-				if b == "" {
-					b = now["p"]
-				}
+			// sp defaults to p, np to sp (RFC 9990).
+			switch kv[0] {
+			case "sp":
+				a, b = or(a, p.P), or(b, now["p"])
+			case "np":
+				a, b = or(a, p.SP, p.P), or(b, now["sp"], now["p"])
 			}
 			row.Differ = a != b && !(kv[0] == "t" && row.Reported == "") // RFC 7489 reports carry no t
 			if row.Now == "" && b != "" {
@@ -224,6 +222,16 @@ func (e *Explorer) comparePolicy(d *archive.ReportDetail) ([]policyRow, string, 
 		rows = append(rows, row)
 	}
 	return rows, text, seen
+}
+
+// or is the first value that is not empty.
+func or(values ...string) string {
+	for _, v := range values {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
 }
 
 // sourcesView is the senders of a period, grouped, and the addresses of
@@ -241,18 +249,22 @@ type sourcesView struct {
 // GroupLink drills down to a group's addresses.
 func (v *sourcesView) GroupLink(g archive.SourceGroup) string {
 	q := *v.Q
-	q.Class, q.ASN, q.Name = g.Class, g.ASN, g.Name
-	vals := q.values(false)
-	if g.Name == "" {
-		vals.Set("name", "")
-	}
-	return v.e.link("/sources", vals)
+	q.Class, q.ASN, q.Name = g.Class, &g.ASN, &g.Name
+	return v.e.link("/sources", q.values(false))
 }
 
-// ReportsLink lists the reports that carry a group or an address.
-func (v *sourcesView) ReportsLink(class string, asn uint32, name, ip string) string {
+// GroupReportsLink lists the reports that carry a group.
+func (v *sourcesView) GroupReportsLink(g archive.SourceGroup) string {
 	q := *v.Q
-	q.Class, q.ASN, q.Name, q.IP = class, asn, name, ip
+	q.Class, q.ASN, q.Name = g.Class, &g.ASN, &g.Name
+	q.Sort, q.Page = "", 1
+	return v.e.link("/reports", q.values(false))
+}
+
+// AddressReportsLink lists the reports that carry an address.
+func (v *sourcesView) AddressReportsLink(ip string) string {
+	q := *v.Q
+	q.Class, q.ASN, q.Name, q.IP = "", nil, nil, ip
 	q.Sort, q.Page = "", 1
 	return v.e.link("/reports", q.values(false))
 }
@@ -266,7 +278,7 @@ func (e *Explorer) sourcesPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v := &sourcesView{Q: q, e: e, Classes: classes}
-	v.Drill = q.Class != "" || q.ASN != 0 || q.Name != "" || q.IP != ""
+	v.Drill = q.Class != "" || q.ASN != nil || q.Name != nil || q.IP != ""
 	var err error
 	if v.Groups, err = e.arc.Sources(r.Context(), q.ReportFilter, 1000); err == nil && v.Drill {
 		v.Addresses, err = e.arc.SourceAddresses(r.Context(), q.ReportFilter, 2000)

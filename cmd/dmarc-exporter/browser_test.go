@@ -112,8 +112,8 @@ func TestExplorerBrowser(t *testing.T) {
 	load(t, b, e.url+"/reports?per_page=500")
 	submitting(t, b, `(s => { s.value = "failed"; s.dispatchEvent(new Event("change", {bubbles: true})); })(document.getElementById("filter-status"))`)
 	loc := testenv.Eval[string](t, b, `location.search`)
-	if !strings.Contains(loc, "status=failed") {
-		t.Errorf("the filter is not in the URL: %s", loc)
+	if !strings.Contains(loc, "status=failed") || !strings.Contains(loc, "per_page=500") || strings.Contains(loc, "month=") {
+		t.Errorf("the URL does not carry the filter and the page size, or carries empty fields: %s", loc)
 	}
 	if got := listedIDs(t, b); !slices.Equal(got, want) {
 		t.Errorf("'at least one failed' lists %v, the archive has failed records in %v", got, want)

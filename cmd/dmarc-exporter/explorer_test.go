@@ -368,6 +368,20 @@ func TestExplorerRoutePrefix(t *testing.T) {
 	if !strings.Contains(e.logs.String(), "url=http://proxy.example/dmarc/reports") {
 		t.Errorf("the start-up log does not give the explorer's external URL:\n%s", e.logs)
 	}
+	e.stop()
+
+	// A route prefix alone: served and linked there; the menu's metrics
+	// link follows --web.telemetry-path.
+	e = startExporterWhen(t, func(code int) bool { return code != 0 },
+		"--config.file="+filepath.Join(filepath.Dir(storage), "config.yml"), "--storage.path="+storage,
+		"--web.route-prefix=/dmarc", "--web.telemetry-path=/prom")
+	code, body = getBody(t, e.url+"/dmarc/reports")
+	if code != 200 || !strings.Contains(body, `href="/dmarc/static/style.css"`) || !strings.Contains(body, `href="/dmarc/prom"`) {
+		t.Errorf("--web.route-prefix=/dmarc: /dmarc/reports %d, links not under /dmarc or no /dmarc/prom:\n%.2000s", code, body)
+	}
+	if code, _ := getBody(t, e.url+"/dmarc/static/style.css"); code != 200 {
+		t.Errorf("/dmarc/static/style.css: %d", code)
+	}
 }
 
 // TestExplorerPolicyBesideDNS: a report page sets the policy the reporter

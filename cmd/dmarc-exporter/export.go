@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
@@ -40,11 +39,8 @@ func (c *exportCmd) run(stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "dmarc-exporter: %v\n", err)
 		return 2
 	}
-	if _, err := os.Stat(filepath.Join(*c.storagePath, archive.FileName)); err != nil {
-		fmt.Fprintf(stderr, "dmarc-exporter: no archive: %v (give --storage.path)\n", err)
-		return 1
-	}
-	arc, err := archive.Open(*c.storagePath)
+	// Reading never creates nor upgrades an archive.
+	arc, err := archive.OpenExisting(*c.storagePath)
 	if err != nil {
 		fmt.Fprintf(stderr, "dmarc-exporter: %v\n", err)
 		return 1

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -65,12 +63,8 @@ func newReportsCmd(app *kingpin.Application) *reportsCmd {
 }
 
 func (c *reportsCmd) run(cmd string, stdout, stderr io.Writer) int {
-	// Reading never creates an archive: a wrong path is an error.
-	if _, err := os.Stat(filepath.Join(*c.storagePath, archive.FileName)); err != nil {
-		fmt.Fprintf(stderr, "dmarc-exporter: no archive: %v (give --storage.path)\n", err)
-		return 1
-	}
-	arc, err := archive.Open(*c.storagePath)
+	// Reading never creates nor upgrades an archive.
+	arc, err := archive.OpenExisting(*c.storagePath)
 	if err != nil {
 		fmt.Fprintf(stderr, "dmarc-exporter: %v\n", err)
 		return 1

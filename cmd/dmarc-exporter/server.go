@@ -257,6 +257,9 @@ func (c *serveCmd) webPaths() (links, routes string, err error) {
 		if routes == "/" {
 			routes = ""
 		}
+		if *c.externalURL == "" {
+			links = routes // reached directly, where it serves
+		}
 	}
 	return links, routes, nil
 }
@@ -317,7 +320,7 @@ func (s *server) routes(ctx context.Context) (http.Handler, error) {
 		}
 		fmt.Fprintln(w, "Reloaded")
 	})
-	ex, err := explorer.New(s.arc, s.dns, links, s.log)
+	ex, err := explorer.New(s.arc, s.dns, links, *s.cmd.telemetryPath, s.log)
 	if err != nil {
 		return nil, err
 	}

@@ -47,10 +47,30 @@
 			});
 		}
 
-		// A filter change applies at once; the form still works without this.
+		// A filter change applies at once; the form still works without
+		// this. A month and a from/to range exclude each other, and empty
+		// fields stay out of the URL.
 		var form = document.querySelector("form.filters");
 		if (form) {
-			form.addEventListener("change", function () { form.submit(); });
+			form.addEventListener("change", function (ev) {
+				var name = ev.target.name;
+				if (name === "month" && ev.target.value) {
+					form.elements.from.value = "";
+					form.elements.to.value = "";
+				} else if ((name === "from" || name === "to") && ev.target.value) {
+					form.elements.month.value = "";
+				}
+				form.requestSubmit();
+			});
+			form.addEventListener("submit", function () {
+				Array.prototype.forEach.call(form.elements, function (el) {
+					if (el.name && !el.value && el.type !== "submit") { el.disabled = true; }
+				});
+			});
+			// Back to a page kept in memory: its fields are usable again.
+			window.addEventListener("pageshow", function () {
+				Array.prototype.forEach.call(form.elements, function (el) { el.disabled = false; });
+			});
 		}
 	});
 })();
