@@ -195,7 +195,9 @@ func hasMailFrom(r *archive.RecordRow) bool {
 	return false
 }
 
-func normDomain(s string) string { return strings.ToLower(strings.TrimSuffix(strings.TrimSpace(s), ".")) }
+func normDomain(s string) string {
+	return strings.ToLower(strings.TrimSuffix(strings.TrimSpace(s), "."))
+}
 
 func first(have, s string) string {
 	if have != "" {

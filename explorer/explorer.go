@@ -46,8 +46,8 @@ type Explorer struct {
 	prefix string // the external URL's path, without a trailing slash
 	// metrics is the path of /metrics under the prefix, for the menu.
 	metrics string
-	pages  map[string]*template.Template
-	log    *slog.Logger
+	pages   map[string]*template.Template
+	log     *slog.Logger
 }
 
 // New returns an explorer of arc. prefix is the path under which a
