@@ -59,6 +59,7 @@ fuzz:
 	$(GO) test ./report -run '^$$' -fuzz '^FuzzScanner$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./report -run '^$$' -fuzz '^FuzzTLSReport$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./report -run '^$$' -fuzz '^FuzzFailure$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./source -run '^$$' -fuzz '^FuzzMbox$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./enrich -run '^$$' -fuzz '^FuzzRegistrableDomain$$' -fuzztime $(FUZZTIME)
 
 bench:

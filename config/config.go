@@ -28,9 +28,13 @@ type Config struct {
 	// Directories are directory sources.
 	Directories []Directory `yaml:"directories"`
 	// IMAP are mailbox sources.
-	IMAP   []IMAP `yaml:"imap"`
-	Limits Limits `yaml:"limits"`
-	State  State  `yaml:"state"`
+	IMAP []IMAP `yaml:"imap"`
+	// Mbox and Maildir are mailboxes read from files, read-only: a mail
+	// export (Google Takeout) or a local delivery.
+	Mbox    []Mailbox `yaml:"mbox"`
+	Maildir []Mailbox `yaml:"maildir"`
+	Limits  Limits    `yaml:"limits"`
+	State   State     `yaml:"state"`
 	// Archive configures what the archive keeps and for how long.
 	Archive Archive `yaml:"archive"`
 	// FailureSamples is how many recent failure reports, redacted (no
@@ -72,6 +76,18 @@ type Directory struct {
 	// SettleTime is how long a file must stay unchanged before it is read,
 	// so that a file still being written is not read half-way.
 	SettleTime Duration `yaml:"settle_time"`
+}
+
+// Mailbox is an mbox file or a Maildir directory read as a source. It is
+// never changed: what was read is remembered in the archive, by the
+// message's place and a hash of it.
+type Mailbox struct {
+	// Name labels the source's metrics; the path when empty.
+	Name string `yaml:"name"`
+	Path string `yaml:"path"`
+	// RescanInterval is how often the mailbox is looked at again; an
+	// unchanged one (size and time) is not read again.
+	RescanInterval Duration `yaml:"rescan_interval"`
 }
 
 // Limits bound the label values that reports can create.
@@ -203,6 +219,17 @@ func (c *Config) setDefaults() {
 	for i := range c.IMAP {
 		c.IMAP[i].setDefaults()
 	}
+	for _, list := range [][]Mailbox{c.Mbox, c.Maildir} {
+		for i := range list {
+			m := &list[i]
+			if m.Name == "" {
+				m.Name = m.Path
+			}
+			if m.RescanInterval == 0 {
+				m.RescanInterval = DefaultRescanInterval
+			}
+		}
+	}
 	c.Senders.setDefaults()
 }
 
@@ -299,6 +326,23 @@ func (c *Config) validate() error {
 		}
 		names[m.Name] = true
 	}
+	for _, kind := range []struct {
+		name string
+		list []Mailbox
+	}{{"mbox", c.Mbox}, {"maildir", c.Maildir}} {
+		for i, m := range kind.list {
+			if m.Path == "" {
+				return fmt.Errorf("%s[%d]: path is missing", kind.name, i)
+			}
+			if names[m.Name] {
+				return fmt.Errorf("%s[%d]: name %q used twice", kind.name, i, m.Name)
+			}
+			names[m.Name] = true
+			if time.Duration(m.RescanInterval) < time.Second {
+				return fmt.Errorf("%s[%d]: rescan_interval %s is shorter than 1s", kind.name, i, m.RescanInterval)
+			}
+		}
+	}
 	switch {
 	case c.Limits.ReportersPerDomain < 1:
 		return fmt.Errorf("limits.reporters_per_domain must be at least 1")
@@ -329,6 +373,9 @@ func (c *Config) SourceNames() []string {
 		names = append(names, d.Name)
 	}
 	for _, m := range c.IMAP {
+		names = append(names, m.Name)
+	}
+	for _, m := range append(slices.Clone(c.Mbox), c.Maildir...) {
 		names = append(names, m.Name)
 	}
 	return names

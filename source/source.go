@@ -1,5 +1,6 @@
 // Package source finds raw reports and hands them to a Sink: dir.go reads
-// a directory tree, imap.go a mailbox. A source never deletes or changes a file; it moves one
+// a directory tree, imap.go a mailbox on a server, mailbox.go an mbox or
+// Maildir export (read-only). A source never deletes or changes a file; it moves one
 // aside only when told where to (archive and invalid directories), and only
 // after the Sink has saved what the file held.
 package source
@@ -44,6 +45,9 @@ type Metrics struct {
 	imapFetched *prometheus.CounterVec
 	imapMoved   *prometheus.CounterVec
 	imapPending *prometheus.GaugeVec
+
+	mailboxRead *prometheus.GaugeVec
+	mailboxSize *prometheus.GaugeVec
 }
 
 // NewMetrics creates and registers the source metrics.
@@ -86,7 +90,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "dmarc_imap_messages_pending",
 		Help: "Messages of the IMAP folder not read yet, as of the last listing.",
 	}, []string{"source"})
-	reg.MustRegister(m.scans, m.files, m.errors, m.lastScan, m.imapUp, m.imapErrors, m.imapFetched, m.imapMoved, m.imapPending)
+	m.mailboxRead = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "dmarc_source_pass_read_bytes",
+		Help: "Bytes of an mbox or Maildir source read by its current or last pass: with dmarc_source_pass_size_bytes, how far a backfill is.",
+	}, []string{"source"})
+	m.mailboxSize = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "dmarc_source_pass_size_bytes",
+		Help: "Bytes of an mbox or Maildir source when its current or last pass began.",
+	}, []string{"source"})
+	reg.MustRegister(m.scans, m.files, m.errors, m.lastScan, m.imapUp, m.imapErrors, m.imapFetched, m.imapMoved, m.imapPending,
+		m.mailboxRead, m.mailboxSize)
 	return m
 }
 

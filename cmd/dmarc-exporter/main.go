@@ -8,6 +8,7 @@
 //	archive stats|check|vacuum  look after the archive
 //	reports list|show           the archive's reports on a terminal
 //	export openmetrics          the report-time series, for promtool
+//	import PATH...              read mail exports (mbox, Maildir, zip) into the archive
 package main
 
 import (
@@ -40,6 +41,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	arc := newArchiveCmd(app)
 	reports := newReportsCmd(app)
 	export := newExportCmd(app)
+	imp := newImportCmd(app)
 
 	cmd, err := app.Parse(args)
 	if done {
@@ -58,6 +60,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return arc.run(cmd, stdout, stderr)
 	case reports.list.FullCommand(), reports.show.FullCommand():
 		return reports.run(cmd, stdout, stderr)
+	case imp.cmd.FullCommand():
+		return imp.run(*resolvers, stdout, stderr)
 	case export.openmetrics.FullCommand():
 		return export.run(stdout, stderr)
 	case serve.cmd.FullCommand():

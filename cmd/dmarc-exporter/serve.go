@@ -86,8 +86,8 @@ func (c *serveCmd) loadConfig() (*config.Config, error) {
 	if err := cfg.Complete(); err != nil {
 		return nil, err
 	}
-	if len(cfg.Directories) == 0 && len(cfg.IMAP) == 0 {
-		return nil, errors.New("no source: give --source.dir, or directories or imap in --config.file")
+	if len(cfg.Directories) == 0 && len(cfg.IMAP) == 0 && len(cfg.Mbox) == 0 && len(cfg.Maildir) == 0 {
+		return nil, errors.New("no source: give --source.dir, or directories, imap, mbox or maildir in --config.file")
 	}
 	return cfg, nil
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -395,6 +396,10 @@ func (j *jobs) start(ctx context.Context, s *server, cfg *config.Config) {
 	for _, m := range cfg.IMAP {
 		mbox := source.NewIMAP(m, s.store, s.sources, s.log)
 		j.goRun(func() { mbox.Run(ctx) })
+	}
+	for _, m := range append(slices.Clone(cfg.Mbox), cfg.Maildir...) {
+		mb := source.NewMailbox(m.Name, m.Path, time.Duration(m.RescanInterval), s.store, s.sources, s.log)
+		j.goRun(func() { mb.Run(ctx) })
 	}
 }
 
