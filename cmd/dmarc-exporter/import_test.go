@@ -140,6 +140,31 @@ func TestImport(t *testing.T) {
 	empty := filepath.Join(dir, "empty")
 	os.MkdirAll(empty, 0o755)
 
+	// As configured sources of a running exporter.
+	t.Run("sources", func(t *testing.T) {
+		cfg := filepath.Join(dir, "mailboxes.yml")
+		os.WriteFile(cfg, []byte(fmt.Sprintf("mbox:\n  - name: takeout\n    path: %q\nmaildir:\n  - name: delivered\n    path: %q\n", mbox, maildir)), 0o644)
+		e := startExporter(t, "--config.file="+cfg, "--storage.path="+filepath.Join(dir, "sources"), "--metrics.new-series-delay=0s")
+		e.waitScans(1, "takeout", "delivered")
+		// The same mails twice: the second copy of each report is a duplicate.
+		if got := e.metric("dmarc_source_pass_read_bytes", "source", "takeout"); got == 0 {
+			t.Error("dmarc_source_pass_read_bytes is 0 after a pass")
+		}
+		messages := func(counts string) string {
+			var out []string
+			for _, l := range strings.Split(counts, "\n") {
+				if strings.HasPrefix(l, "dmarc_messages_total{") {
+					out = append(out, l)
+				}
+			}
+			return strings.Join(out, "\n")
+		}
+		if got := messages(countsOf(t, e)); got != messages(want) {
+			t.Errorf("two mailbox sources of the same mails count messages differently from the directory source:\n%s", lineDiff(messages(want), got))
+		}
+		e.stop()
+	})
+
 	for _, path := range []string{mbox, maildir, zipped} {
 		t.Run(filepath.Base(path), func(t *testing.T) {
 			before := treeHash(t, path)
