@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -33,8 +34,11 @@ type Config struct {
 	// export (Google Takeout) or a local delivery.
 	Mbox    []Mailbox `yaml:"mbox"`
 	Maildir []Mailbox `yaml:"maildir"`
-	Limits  Limits    `yaml:"limits"`
-	State   State     `yaml:"state"`
+	// RemoteWrite, when its URL is set, pushes the report-time series
+	// (messages per report day) to a Prometheus remote-write receiver.
+	RemoteWrite RemoteWrite `yaml:"remote_write"`
+	Limits      Limits      `yaml:"limits"`
+	State       State       `yaml:"state"`
 	// Archive configures what the archive keeps and for how long.
 	Archive Archive `yaml:"archive"`
 	// FailureSamples is how many recent failure reports, redacted (no
@@ -78,6 +82,28 @@ type Directory struct {
 	SettleTime Duration `yaml:"settle_time"`
 }
 
+// RemoteWrite is where the report-time series are pushed.
+type RemoteWrite struct {
+	// URL is the receiver's write endpoint (Prometheus:
+	// http://host:9090/api/v1/write, with --web.enable-remote-write-receiver).
+	URL string `yaml:"url"`
+	// Interval is how often new reports are looked for and pushed.
+	Interval Duration `yaml:"interval"`
+	// MaxSampleAge: samples of days older than this are not sent (the
+	// receiver's out-of-order window; export openmetrics loads them).
+	MaxSampleAge Duration `yaml:"max_sample_age"`
+	// BasicAuth and Headers (X-Scope-OrgID for Mimir, say) go with every
+	// request.
+	BasicAuth *BasicAuth        `yaml:"basic_auth"`
+	Headers   map[string]string `yaml:"headers"`
+}
+
+// BasicAuth is a user and the file of its password.
+type BasicAuth struct {
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"password_file"`
+}
+
 // Mailbox is an mbox file or a Maildir directory read as a source. It is
 // never changed: what was read is remembered in the archive, by the
 // message's place and a hash of it.
@@ -106,8 +132,9 @@ type Limits struct {
 // Archive configures what the archive keeps.
 type Archive struct {
 	// Retention is how long reports and their records are kept, from the
-	// end of their date range (failure reports: from when they were
-	// received). The counters are not touched by retention.
+	// end of their date range or when they were read, whichever is later
+	// (failure reports: from when they were received). The counters are
+	// not touched by retention.
 	Retention Duration `yaml:"retention"`
 	// KeepRaw keeps each aggregate and SMTP TLS report as received
 	// (compressed), for a "show the report" view; on by default.
@@ -169,6 +196,9 @@ const (
 	DefaultMaxRawBytes        = 4 << 20
 	MaxFailureSamples         = 1000
 	DefaultDNSInterval        = Duration(time.Hour)
+
+	DefaultRemoteWriteInterval     = Duration(time.Minute)
+	DefaultRemoteWriteMaxSampleAge = Duration(30 * 24 * time.Hour)
 )
 
 // Default returns a configuration with every default set and no sources.
@@ -229,6 +259,12 @@ func (c *Config) setDefaults() {
 				m.RescanInterval = DefaultRescanInterval
 			}
 		}
+	}
+	if c.RemoteWrite.Interval == 0 {
+		c.RemoteWrite.Interval = DefaultRemoteWriteInterval
+	}
+	if c.RemoteWrite.MaxSampleAge == 0 {
+		c.RemoteWrite.MaxSampleAge = DefaultRemoteWriteMaxSampleAge
 	}
 	c.Senders.setDefaults()
 }
@@ -341,6 +377,19 @@ func (c *Config) validate() error {
 			if time.Duration(m.RescanInterval) < time.Second {
 				return fmt.Errorf("%s[%d]: rescan_interval %s is shorter than 1s", kind.name, i, m.RescanInterval)
 			}
+		}
+	}
+	if rw := c.RemoteWrite; rw.URL != "" {
+		u, err := url.Parse(rw.URL)
+		switch {
+		case err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https"):
+			return fmt.Errorf("remote_write.url %q: want http(s)://host/path", rw.URL)
+		case time.Duration(rw.Interval) < time.Second:
+			return fmt.Errorf("remote_write.interval must be at least 1s")
+		case time.Duration(rw.MaxSampleAge) < 24*time.Hour:
+			return fmt.Errorf("remote_write.max_sample_age must be at least 1d")
+		case rw.BasicAuth != nil && (rw.BasicAuth.Username == "" || rw.BasicAuth.PasswordFile == ""):
+			return fmt.Errorf("remote_write.basic_auth needs username and password_file")
 		}
 	}
 	switch {

@@ -33,6 +33,7 @@ import (
 	"github.com/dmarc-exporter/dmarc-exporter/dnsmon"
 	"github.com/dmarc-exporter/dmarc-exporter/enrich"
 	"github.com/dmarc-exporter/dmarc-exporter/explorer"
+	"github.com/dmarc-exporter/dmarc-exporter/history"
 	"github.com/dmarc-exporter/dmarc-exporter/report"
 	"github.com/dmarc-exporter/dmarc-exporter/source"
 )
@@ -52,6 +53,7 @@ type server struct {
 	enrichMetrics *enrich.Metrics
 	databases     *enrich.DatabaseCollector
 	sources       *source.Metrics
+	pushMetrics   *history.PushMetrics
 	reloadOK      prometheus.Gauge
 	reloadTime    prometheus.Gauge
 
@@ -115,6 +117,7 @@ func newServer(c *serveCmd, cfg *config.Config, resolvers []string, log *slog.Lo
 	// The store is served by collector.Handler, after the registry.
 	s.reg.MustRegister(s.dns)
 	s.sources = source.NewMetrics(s.reg)
+	s.pushMetrics = history.NewPushMetrics(s.reg)
 	s.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "dmarc_exporter_config_last_reload_successful",
 		Help: "Whether the last configuration reload succeeded (1) or not (0).",
@@ -396,6 +399,13 @@ func (j *jobs) start(ctx context.Context, s *server, cfg *config.Config) {
 	for _, m := range cfg.IMAP {
 		mbox := source.NewIMAP(m, s.store, s.sources, s.log)
 		j.goRun(func() { mbox.Run(ctx) })
+	}
+	if cfg.RemoteWrite.URL != "" {
+		if pusher, err := history.NewPusher(s.arc, cfg.RemoteWrite, s.pushMetrics, s.log); err != nil {
+			s.log.Error("remote write is off", "err", err)
+		} else {
+			j.goRun(func() { pusher.Run(ctx) })
+		}
 	}
 	for _, m := range append(slices.Clone(cfg.Mbox), cfg.Maildir...) {
 		mb := source.NewMailbox(m.Name, m.Path, time.Duration(m.RescanInterval), s.store, s.sources, s.log)

@@ -24,11 +24,18 @@ type Prometheus struct {
 // its PID, and a failed test prints its log.
 func StartPrometheus(t testing.TB, flags ...string) *Prometheus {
 	t.Helper()
+	return StartPrometheusAt(t, FreeAddr(t), flags...)
+}
+
+// StartPrometheusAt is StartPrometheus on an address chosen before (a
+// client configured with it while nothing listens there yet).
+func StartPrometheusAt(t testing.TB, addr string, flags ...string) *Prometheus {
+	t.Helper()
 	bin, err := exec.LookPath("prometheus")
 	if err != nil {
 		t.Fatal("prometheus is not installed (Debian package prometheus; make deps installs it)")
 	}
-	p := &Prometheus{Addr: FreeAddr(t), logs: &SyncBuffer{}}
+	p := &Prometheus{Addr: addr, logs: &SyncBuffer{}}
 	p.cmd = exec.Command(bin, append(flags, "--web.listen-address="+p.Addr)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {
