@@ -182,4 +182,3 @@ remote_write:
 		t.Errorf("the late report's day has samples %v (%v), want 2: one per push", res, err)
 	}
 }
-
