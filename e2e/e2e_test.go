@@ -222,14 +222,14 @@ scrape_configs:
 		var n int
 		var err error
 		for i := 0; i < 20; i++ { // rate windows need a few scrapes
-			if n, err = query(api, p.expr); err != nil || n > 0 {
+			if n, err = query(api, p.expr); err != nil || n > 0 || strings.Contains(p.file, "report-days") {
 				break
 			}
 			time.Sleep(500 * time.Millisecond)
 		}
 		if err != nil {
 			t.Errorf("%s: panel %q: %q: %v", p.file, p.title, p.expr, err)
-		} else if n == 0 {
+		} else if n == 0 && !strings.Contains(p.file, "report-days") { // the report-day series: TestRemoteWrite has them
 			t.Errorf("%s: panel %q: %q returns no data", p.file, p.title, p.expr)
 		}
 	}
@@ -331,6 +331,8 @@ func panelQueries(t *testing.T) []panelQuery {
 	files, _ := filepath.Glob("../dashboards/*.json")
 	var out []panelQuery
 	vars := strings.NewReplacer(`"$domain"`, `".*"`, `"$reporter"`, `".*"`, `"$class"`, `".*"`)
+	// (cmd/dmarc-exporter's TestRemoteWrite runs the report-day dashboard
+	// on the series it pushes.)
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
