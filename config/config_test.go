@@ -26,6 +26,10 @@ func TestBadConfigs(t *testing.T) {
 		"imap-oauth-no-token.bad.yml":     "oauth2 needs a refresh token, or a client secret for the client credentials flow",
 		"senders-network.bad.yml":         `senders.trusted: example.com: "192.0.2.0/33" is not a network`,
 		"imap-size.bad.yml":               `line 5: "lots" is not a size (such as 32MiB or 500KB)`,
+		"mailbox-name-twice.bad.yml":      `maildir[0]: name "takeout" used twice`,
+		"mailbox-no-path.bad.yml":         "maildir[0]: path is missing",
+		"remote-write-url.bad.yml":        `remote_write.url "prometheus:9090/api/v1/write": want http(s)://host/path`,
+		"remote-write-age.bad.yml":        "remote_write.max_sample_age must be at least 1d",
 	}
 	files, _ := filepath.Glob("testdata/*.bad.yml")
 	if len(files) != len(want) {
