@@ -317,8 +317,8 @@ type PushMetrics struct {
 	lastSuccess prometheus.Gauge
 }
 
-// NewPushMetrics creates and registers the pusher's metrics.
-func NewPushMetrics(reg prometheus.Registerer) *PushMetrics {
+// NewPushMetrics creates the pusher's metrics; Register serves them.
+func NewPushMetrics() *PushMetrics {
 	m := &PushMetrics{
 		samples: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dmarc_exporter_remote_write_samples_total",
@@ -340,6 +340,10 @@ func NewPushMetrics(reg prometheus.Registerer) *PushMetrics {
 	for _, o := range []string{"sent", "too_old", "rejected"} {
 		m.samples.WithLabelValues(o)
 	}
-	reg.MustRegister(m.samples, m.retries, m.watermark, m.lastSuccess)
 	return m
+}
+
+// Register serves the metrics through reg.
+func (m *PushMetrics) Register(reg prometheus.Registerer) {
+	reg.MustRegister(m.samples, m.retries, m.watermark, m.lastSuccess)
 }

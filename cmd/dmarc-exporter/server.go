@@ -54,6 +54,7 @@ type server struct {
 	databases     *enrich.DatabaseCollector
 	sources       *source.Metrics
 	pushMetrics   *history.PushMetrics
+	pushServed    sync.Once // the push metrics are served once remote write is on
 	reloadOK      prometheus.Gauge
 	reloadTime    prometheus.Gauge
 
@@ -117,7 +118,7 @@ func newServer(c *serveCmd, cfg *config.Config, resolvers []string, log *slog.Lo
 	// The store is served by collector.Handler, after the registry.
 	s.reg.MustRegister(s.dns)
 	s.sources = source.NewMetrics(s.reg)
-	s.pushMetrics = history.NewPushMetrics(s.reg)
+	s.pushMetrics = history.NewPushMetrics()
 	s.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "dmarc_exporter_config_last_reload_successful",
 		Help: "Whether the last configuration reload succeeded (1) or not (0).",
@@ -404,6 +405,7 @@ func (j *jobs) start(ctx context.Context, s *server, cfg *config.Config) {
 		if pusher, err := history.NewPusher(s.arc, cfg.RemoteWrite, s.pushMetrics, s.log); err != nil {
 			s.log.Error("remote write is off", "err", err)
 		} else {
+			s.pushServed.Do(func() { s.pushMetrics.Register(s.reg) })
 			j.goRun(func() { pusher.Run(ctx) })
 		}
 	}
