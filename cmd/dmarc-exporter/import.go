@@ -50,8 +50,10 @@ func newImportCmd(app *kingpin.Application) *importCmd {
 	return c
 }
 
-func (c *importCmd) run(resolvers []string, stdout, stderr io.Writer) int {
-	log := promslog.New(&promslog.Config{Writer: stderr})
+func (c *importCmd) run(resolvers []string, logConfig *promslog.Config, stdout, stderr io.Writer) int {
+	lc := *logConfig
+	lc.Writer = stderr
+	log := promslog.New(&lc)
 	cfg := config.Default()
 	if *c.configFile != "" {
 		var err error
@@ -139,12 +141,13 @@ func (c *importCmd) progressFunc(stderr io.Writer, log *slog.Logger) func(path s
 				barPath = path
 				bar = progressbar.NewOptions64(p.Size, progressbar.OptionSetWriter(stderr), progressbar.OptionShowBytes(true),
 					progressbar.OptionSetWidth(30), progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionShowCount(),
-					progressbar.OptionSetPredictTime(true), progressbar.OptionFullWidth(), progressbar.OptionOnCompletion(func() { fmt.Fprintln(stderr) }))
+					progressbar.OptionSetPredictTime(true))
 			}
 			bar.Describe(fmt.Sprintf("%d inputs, %d reports", p.Inputs+int(p.Skipped), p.Reports))
 			bar.Set64(min(p.Read, p.Size))
 			if p.Done {
 				bar.Finish()
+				fmt.Fprintln(stderr)
 			}
 		}
 	case "log":

@@ -61,7 +61,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case reports.list.FullCommand(), reports.show.FullCommand():
 		return reports.run(cmd, stdout, stderr)
 	case imp.cmd.FullCommand():
-		return imp.run(*resolvers, stdout, stderr)
+		return imp.run(*resolvers, serve.logConfig, stdout, stderr)
 	case export.openmetrics.FullCommand():
 		return export.run(stdout, stderr)
 	case serve.cmd.FullCommand():
