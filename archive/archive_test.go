@@ -243,3 +243,31 @@ func TestExpireIdentities(t *testing.T) {
 		}
 	}
 }
+
+// TestReportNumbersGrow: a report's number is never given again, even
+// when the newest report was deleted.
+func TestReportNumbersGrow(t *testing.T) {
+	a := openTest(t, t.TempDir())
+	defer a.Close()
+	agg := func(id string) *Batch {
+		return &Batch{Aggregates: []*Aggregate{{Identity: id, Domain: "example.com", Reporter: "google.com",
+			Header: &report.Aggregate{Metadata: report.Metadata{ReportID: id, Begin: time.Unix(1700000000, 0), End: time.Unix(1700086399, 0)}},
+			Received: time.Unix(1700090000, 0)}}}
+	}
+	for _, id := range []string{"a", "b"} {
+		if err := a.Apply(agg(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := a.h().w.Exec("DELETE FROM aggregate_reports WHERE identity = 'b'"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Apply(agg("c")); err != nil {
+		t.Fatal(err)
+	}
+	var id int64
+	a.h().r.QueryRow("SELECT id FROM aggregate_reports WHERE identity = 'c'").Scan(&id)
+	if id != 3 {
+		t.Errorf("after deleting report 2, the next report is number %d, want 3", id)
+	}
+}

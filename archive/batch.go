@@ -327,11 +327,17 @@ func insertAggregate(ctx context.Context, s *stmts, r *Aggregate) error {
 	if h.Policy.Pct != nil {
 		pct = *h.Policy.Pct
 	}
-	res, err := s.exec(ctx, `INSERT INTO aggregate_reports (identity, domain, reporter, org_name, email, extra_contact_info, report_id,
+	// A report's number is never given twice, even after the newest report
+	// was deleted (SQLite would reuse its rowid): the remote-write
+	// watermark counts on numbers only growing. meta's last_report_id
+	// remembers the highest given.
+	res, err := s.exec(ctx, `INSERT INTO aggregate_reports (id, identity, domain, reporter, org_name, email, extra_contact_info, report_id,
 		begin_time, end_time, errors, generator, version, namespace, policy_domain, adkim, aspf, p, sp, np, pct, fo, testing,
 		discovery_method, extensions, records, records_kept, invalid_records, messages, failed_messages, source, input, received, raw,
 		pass_records, partial_records, failed_records)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (max(coalesce((SELECT max(id) FROM aggregate_reports), 0),
+			coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'last_report_id'), 0)) + 1,
+			?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		r.Identity, r.Domain, r.Reporter, h.Metadata.OrgName, h.Metadata.Email, h.Metadata.ExtraContactInfo, h.Metadata.ReportID,
 		h.Metadata.Begin.Unix(), h.Metadata.End.Unix(), jsonText(h.Metadata.Errors), h.Metadata.Generator, h.Version, h.Namespace,
 		h.Policy.Domain, string(h.Policy.ADKIM), string(h.Policy.ASPF), string(h.Policy.P), string(h.Policy.SP), string(h.Policy.NP),
@@ -343,6 +349,10 @@ func insertAggregate(ctx context.Context, s *stmts, r *Aggregate) error {
 	}
 	id, err := res.LastInsertId()
 	if err != nil {
+		return err
+	}
+	if _, err := s.exec(ctx, `INSERT INTO meta (key, value) VALUES ('last_report_id', ?)
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, fmt.Sprint(id)); err != nil {
 		return err
 	}
 	for n, rec := range r.Records {
