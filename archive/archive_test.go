@@ -251,7 +251,7 @@ func TestReportNumbersGrow(t *testing.T) {
 	defer a.Close()
 	agg := func(id string) *Batch {
 		return &Batch{Aggregates: []*Aggregate{{Identity: id, Domain: "example.com", Reporter: "google.com",
-			Header: &report.Aggregate{Metadata: report.Metadata{ReportID: id, Begin: time.Unix(1700000000, 0), End: time.Unix(1700086399, 0)}},
+			Header:   &report.Aggregate{Metadata: report.Metadata{ReportID: id, Begin: time.Unix(1700000000, 0), End: time.Unix(1700086399, 0)}},
 			Received: time.Unix(1700090000, 0)}}}
 	}
 	for _, id := range []string{"a", "b"} {
