@@ -64,7 +64,7 @@ fuzz:
 
 bench:
 	$(GO) test ./report ./collector ./enrich ./source ./explorer -run '^$$' -bench . -benchmem -benchtime 1x -timeout 1h
-	$(GO) test ./cmd/dmarc-exporter -run '^$$' -bench BenchmarkStart -benchtime 2x -timeout 1h
+	$(GO) test ./cmd/dmarc-exporter -run '^$$' -bench 'BenchmarkStart|BenchmarkImport' -benchtime 1x -timeout 1h
 
 docker:
 	docker build -t dmarc-exporter .
