@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/common/model"
 	"go.yaml.in/yaml/v3"
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/idna"
 )
 
@@ -390,6 +391,15 @@ func (c *Config) validate() error {
 			return fmt.Errorf("remote_write.max_sample_age must be at least 1d")
 		case rw.BasicAuth != nil && (rw.BasicAuth.Username == "" || rw.BasicAuth.PasswordFile == ""):
 			return fmt.Errorf("remote_write.basic_auth needs username and password_file")
+		}
+		for name, value := range rw.Headers {
+			switch {
+			case !httpguts.ValidHeaderFieldName(name) || !httpguts.ValidHeaderFieldValue(value):
+				return fmt.Errorf("remote_write.headers: %q: not a valid header", name)
+			case slices.Contains([]string{"authorization", "content-type", "content-encoding", "content-length", "host",
+				"user-agent", "x-prometheus-remote-write-version"}, strings.ToLower(name)):
+				return fmt.Errorf("remote_write.headers: %s is set by the protocol (use basic_auth for credentials)", name)
+			}
 		}
 	}
 	switch {

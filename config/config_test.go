@@ -30,6 +30,7 @@ func TestBadConfigs(t *testing.T) {
 		"mailbox-no-path.bad.yml":         "maildir[0]: path is missing",
 		"remote-write-url.bad.yml":        `remote_write.url "prometheus:9090/api/v1/write": want http(s)://host/path`,
 		"remote-write-age.bad.yml":        "remote_write.max_sample_age must be at least 1d",
+		"remote-write-header.bad.yml":     "remote_write.headers: Content-Type is set by the protocol",
 	}
 	files, _ := filepath.Glob("testdata/*.bad.yml")
 	if len(files) != len(want) {

@@ -39,8 +39,9 @@ import (
 // a sample beside the earlier one, and sum_over_time(...[1d]) at the next
 // midnight gives the day's total.
 type Pusher struct {
-	arc      *archive.Archive
-	api      *remote.API
+	arc       *archive.Archive
+	api       *remote.API
+	transport *authTransport
 	key      string // the meta key prefix of this receiver's state
 	interval time.Duration
 	maxAge   time.Duration
@@ -56,20 +57,28 @@ const batchSamples = 2000
 type pending struct {
 	After, UpTo int64 // report numbers (After, UpTo]
 	Seq         int64
+	// Created is when the push was planned (Unix milliseconds): the
+	// "now" of its samples, so that a redo computes the same ones.
+	Created int64
 }
 
 // NewPusher returns a pusher to cfg's receiver.
 func NewPusher(arc *archive.Archive, cfg config.RemoteWrite, m *PushMetrics, log *slog.Logger) (*Pusher, error) {
-	client := &http.Client{Timeout: time.Minute, Transport: &authTransport{cfg: cfg, next: http.DefaultTransport}}
+	transport := &authTransport{cfg: cfg, next: http.DefaultTransport}
+	client := &http.Client{Timeout: time.Minute, Transport: transport}
 	api, err := remote.NewAPI(cfg.URL, remote.WithAPIHTTPClient(client), remote.WithAPIPath(""),
 		remote.WithAPIBackoff(remote.BackoffConfig{Min: time.Second, Max: 2 * time.Minute}), // retried until it works or the exporter stops
 		remote.WithAPILogger(log.With("remote_write", cfg.URL)))
 	if err != nil {
 		return nil, fmt.Errorf("remote_write.url: %w", err)
 	}
-	sum := sha256.Sum256([]byte(cfg.URL))
-	return &Pusher{arc: arc, api: api, key: fmt.Sprintf("remote_write.%x.", sum[:6]), interval: time.Duration(cfg.Interval),
-		maxAge: time.Duration(cfg.MaxSampleAge), now: time.Now, log: log.With("remote_write", cfg.URL), m: m}, nil
+	// The receiver's state is kept under its URL: another receiver starts
+	// from the beginning. A trailing slash or the case of the host does
+	// not make another receiver.
+	sum := sha256.Sum256([]byte(strings.ToLower(strings.TrimSuffix(cfg.URL, "/"))))
+	return &Pusher{arc: arc, api: api, transport: transport, key: fmt.Sprintf("remote_write.%x.", sum[:6]),
+		interval: time.Duration(cfg.Interval), maxAge: time.Duration(cfg.MaxSampleAge), now: time.Now,
+		log: log.With("remote_write", cfg.URL), m: m}, nil
 }
 
 // authTransport adds the basic auth and headers of the configuration;
@@ -78,6 +87,9 @@ func NewPusher(arc *archive.Archive, cfg config.RemoteWrite, m *PushMetrics, log
 type authTransport struct {
 	cfg  config.RemoteWrite
 	next http.RoundTripper
+	// status is the HTTP status of the last answer (the remote API's
+	// errors give it only in words); requests are sent one at a time.
+	status int
 }
 
 func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -92,7 +104,12 @@ func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		req.SetBasicAuth(a.Username, strings.TrimSpace(string(pw)))
 	}
-	return t.next.RoundTrip(req)
+	t.status = 0
+	resp, err := t.next.RoundTrip(req)
+	if err == nil {
+		t.status = resp.StatusCode
+	}
+	return resp, err
 }
 
 // Run pushes at start and every interval until ctx is done.
@@ -158,7 +175,7 @@ func (p *Pusher) next(ctx context.Context) (*pending, error) {
 	if err != nil || newest <= mark {
 		return nil, err
 	}
-	job := &pending{After: mark, UpTo: newest, Seq: seq + 1}
+	job := &pending{After: mark, UpTo: newest, Seq: seq + 1, Created: p.now().UnixMilli()}
 	data, _ := json.Marshal(job)
 	if err := p.arc.Apply(&archive.Batch{Meta: map[string]string{p.key + "pending": string(data)}}); err != nil {
 		return nil, fmt.Errorf("write the push down: %w", err)
@@ -166,11 +183,17 @@ func (p *Pusher) next(ctx context.Context) (*pending, error) {
 	return job, nil
 }
 
-// send computes a push's samples and sends them in batches. Samples of
-// days older than the receiver takes are skipped and said so; a batch
-// the receiver refuses (4xx) is logged and skipped, since sending it
-// again changes nothing.
+// send computes a push's samples and sends them in batches. Samples
+// older than the receiver takes, or not in the past yet, are skipped and
+// said so. A batch the receiver refuses as bad (400) is logged and
+// skipped, since sending it again changes nothing; any other failure
+// (a wrong URL or password, the receiver gone) ends the push, which
+// stays written down and is tried again.
 func (p *Pusher) send(ctx context.Context, job *pending) error {
+	created := time.UnixMilli(job.Created)
+	if job.Created == 0 { // written down by a build before Created
+		created = p.now()
+	}
 	series := NewSeries(time.Time{}, time.Time{})
 	if err := p.arc.RecordGroups(ctx, archive.GroupFilter{AfterID: job.After, UpToID: job.UpTo}, func(g archive.RecordGroup) error {
 		series.Add(g)
@@ -178,10 +201,12 @@ func (p *Pusher) send(ctx context.Context, job *pending) error {
 	}); err != nil {
 		return err
 	}
-	oldest := p.now().Add(-p.maxAge).UTC().Truncate(24 * time.Hour)
+	// A sample must be at least an hour inside the receiver's window,
+	// and before the push was planned (receivers refuse the future).
+	oldest := created.Add(-p.maxAge + time.Hour)
 	offset := time.Duration(job.Seq%(12*3600*1000)) * time.Millisecond
 	var batch writeRequest
-	var tooOld int
+	var tooOld, future int
 	var tooOldFrom, tooOldTo time.Time
 	flush := func() error {
 		if batch.samples == 0 {
@@ -196,9 +221,12 @@ func (p *Pusher) send(ctx context.Context, job *pending) error {
 			p.m.samples.WithLabelValues("sent").Add(float64(n))
 		case ctx.Err() != nil:
 			return ctx.Err()
-		default:
+		case p.transport.status == http.StatusBadRequest:
 			p.m.samples.WithLabelValues("rejected").Add(float64(n))
-			p.log.Error("remote write: the receiver refused samples; they are skipped", "samples", n, "err", err)
+			p.log.Error("remote write: the receiver refused samples as bad; they are skipped", "samples", n, "err", err)
+		default:
+			p.m.failures.Inc()
+			return fmt.Errorf("the push stays written down and is tried again: %w", err)
 		}
 		return nil
 	}
@@ -206,7 +234,17 @@ func (p *Pusher) send(ctx context.Context, job *pending) error {
 		err := series.Each(f.Name, func(labels []string, samples []Sample) error {
 			var keep []Sample
 			for _, s := range samples {
-				if s.Day.Before(oldest) {
+				s.At = Timestamp(s.Day).Add(offset)
+				if !s.At.Before(created) {
+					// Today's sample before its noon: just before the push
+					// was planned, still in its day; a day yet to come: none.
+					s.At = created.Add(-time.Millisecond)
+					if s.At.Before(s.Day) {
+						future++
+						continue
+					}
+				}
+				if s.At.Before(oldest) {
 					tooOld++
 					if tooOldFrom.IsZero() || s.Day.Before(tooOldFrom) {
 						tooOldFrom = s.Day
@@ -219,7 +257,7 @@ func (p *Pusher) send(ctx context.Context, job *pending) error {
 			if len(keep) == 0 {
 				return nil
 			}
-			batch.add(f, labels, keep, offset)
+			batch.add(f, labels, keep)
 			if batch.samples >= batchSamples {
 				return flush()
 			}
@@ -231,6 +269,10 @@ func (p *Pusher) send(ctx context.Context, job *pending) error {
 	}
 	if err := flush(); err != nil {
 		return err
+	}
+	if future > 0 {
+		p.m.samples.WithLabelValues("future").Add(float64(future))
+		p.log.Warn("remote write: samples of days yet to come skipped (a report's range reaches into the future)", "samples", future)
 	}
 	if tooOld > 0 {
 		p.m.samples.WithLabelValues("too_old").Add(float64(tooOld))
@@ -257,7 +299,7 @@ type writeRequest struct {
 	samples int
 }
 
-func (w *writeRequest) add(f Family, labels []string, samples []Sample, offset time.Duration) {
+func (w *writeRequest) add(f Family, labels []string, samples []Sample) {
 	var ts []byte
 	label := func(name, value string) {
 		var l []byte
@@ -279,7 +321,7 @@ func (w *writeRequest) add(f Family, labels []string, samples []Sample, offset t
 		sm = protowire.AppendTag(sm, 1, protowire.Fixed64Type)
 		sm = protowire.AppendFixed64(sm, math.Float64bits(float64(s.Value)))
 		sm = protowire.AppendTag(sm, 2, protowire.VarintType)
-		sm = protowire.AppendVarint(sm, uint64(Timestamp(s.Day).Add(offset).UnixMilli()))
+		sm = protowire.AppendVarint(sm, uint64(s.At.UnixMilli()))
 		ts = protowire.AppendTag(ts, 2, protowire.BytesType)
 		ts = protowire.AppendBytes(ts, sm)
 	}
@@ -313,6 +355,7 @@ func sortedIndex(names []string) []int {
 type PushMetrics struct {
 	samples     *prometheus.CounterVec
 	retries     prometheus.Counter
+	failures    prometheus.Counter
 	watermark   prometheus.Gauge
 	lastSuccess prometheus.Gauge
 }
@@ -322,11 +365,15 @@ func NewPushMetrics() *PushMetrics {
 	m := &PushMetrics{
 		samples: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dmarc_exporter_remote_write_samples_total",
-			Help: "Report-time samples pushed by remote write since start, by outcome: sent, too_old (older than remote_write.max_sample_age: skipped, export openmetrics loads them), rejected (refused by the receiver).",
+			Help: "Report-time samples pushed by remote write since start, by outcome: sent, too_old (older than remote_write.max_sample_age: skipped, export openmetrics loads them), future (of a day yet to come: skipped), rejected (refused by the receiver as bad).",
 		}, []string{"outcome"}),
 		retries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dmarc_exporter_remote_write_retries_total",
 			Help: "Remote write requests retried (the receiver down or failing) since start.",
+		}),
+		failures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dmarc_exporter_remote_write_failures_total",
+			Help: "Pushes that failed (the receiver refused the request, other than as bad samples, or could not be reached after retries) and stay to be tried again.",
 		}),
 		watermark: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "dmarc_exporter_remote_write_watermark_report",
@@ -337,7 +384,7 @@ func NewPushMetrics() *PushMetrics {
 			Help: "When the last push completed.",
 		}),
 	}
-	for _, o := range []string{"sent", "too_old", "rejected"} {
+	for _, o := range []string{"sent", "too_old", "future", "rejected"} {
 		m.samples.WithLabelValues(o)
 	}
 	return m
@@ -345,5 +392,5 @@ func NewPushMetrics() *PushMetrics {
 
 // Register serves the metrics through reg.
 func (m *PushMetrics) Register(reg prometheus.Registerer) {
-	reg.MustRegister(m.samples, m.retries, m.watermark, m.lastSuccess)
+	reg.MustRegister(m.samples, m.retries, m.failures, m.watermark, m.lastSuccess)
 }

@@ -34,6 +34,7 @@ type Family struct {
 type Sample struct {
 	Day   time.Time
 	Value uint64
+	At    time.Time // where remote write puts it; zero elsewhere
 }
 
 // Timestamp is where a day's sample is placed.

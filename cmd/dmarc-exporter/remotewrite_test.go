@@ -87,6 +87,9 @@ func TestRemoteWrite(t *testing.T) {
 	// Two days, split 12 hours each; and one too old to push.
 	writeReport(t, reports, "yahoo.com", "y-split", day(4).Add(12*time.Hour), day(2).Add(12*time.Hour), 7, 3)
 	writeReport(t, reports, "yahoo.com", "y-old", day(200), day(199).Add(-time.Second), 5)
+	// Today and tomorrow, 12 hours each: today's half is pushed (before
+	// now), tomorrow's is not (receivers refuse the future).
+	writeReport(t, reports, "yahoo.com", "y-today", today.Add(12*time.Hour), today.Add(36*time.Hour), 9)
 
 	promAddr := testenv.FreeAddr(t)
 	storage := filepath.Join(dir, "data")
@@ -133,6 +136,9 @@ remote_write:
 	if !strings.Contains(e.logs.String(), "redoing the push") {
 		t.Error("the restart did not redo the push written down")
 	}
+	if e.metric("dmarc_exporter_remote_write_samples_total", "outcome", "future") == 0 {
+		t.Error("tomorrow's share of a report was not skipped as in the future")
+	}
 	if e.metric("dmarc_exporter_remote_write_samples_total", "outcome", "too_old") == 0 ||
 		!strings.Contains(e.logs.String(), "export openmetrics") {
 		t.Error("the report of 200 days ago was not skipped as too old, with its log line")
@@ -156,7 +162,7 @@ remote_write:
 	e.stop()
 
 	want := archiveDays(t, storage)
-	if len(want) < 7 {
+	if len(want) < 9 {
 		t.Fatalf("the archive has %d report days", len(want))
 	}
 	for d, n := range want {
@@ -169,6 +175,10 @@ remote_write:
 			got = res[0].Value
 		}
 		switch {
+		case d.After(today):
+			if got != 0 {
+				t.Errorf("%s is yet to come, yet Prometheus has %v messages", d.Format(time.DateOnly), got)
+			}
 		case d.Before(today.AddDate(0, 0, -30)):
 			if got != 0 {
 				t.Errorf("%s is older than max_sample_age, yet Prometheus has %v messages", d.Format(time.DateOnly), got)
