@@ -42,12 +42,12 @@ type Pusher struct {
 	arc       *archive.Archive
 	api       *remote.API
 	transport *authTransport
-	key      string // the meta key prefix of this receiver's state
-	interval time.Duration
-	maxAge   time.Duration
-	now      func() time.Time
-	log      *slog.Logger
-	m        *PushMetrics
+	key       string // the meta key prefix of this receiver's state
+	interval  time.Duration
+	maxAge    time.Duration
+	now       func() time.Time
+	log       *slog.Logger
+	m         *PushMetrics
 }
 
 // batchSamples bounds the samples of one request.
