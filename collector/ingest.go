@@ -394,6 +394,17 @@ func (s *Store) RejectFile(source, path, mark string, err error) {
 	s.reject(source, path, mark, err, s.opts.Now())
 }
 
+// Remember marks a path read with this mark, holding no report: a
+// source's note to itself (a mailbox's last complete pass), saved with
+// the next Commit.
+func (s *Store) Remember(source, path, mark string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := newBatch()
+	b.inputs[path] = archive.Input{Path: path, Source: source, Mark: mark, Read: s.opts.Now()}
+	s.enqueue(b)
+}
+
 // reject stages a refused input. s.mu is held.
 func (s *Store) reject(source, path, mark string, err error, now time.Time) {
 	reason := rejectReason(err)

@@ -21,15 +21,25 @@ import (
 // day is a UTC day as its start.
 type day = time.Time
 
+// maxSpan bounds the ranges split over days: a longer one (no reporter
+// sends those; anyone can mail a forged one) counts on the day it ends,
+// so that one report makes at most this many days.
+const maxSpan = 31 * 24 * time.Hour
+
 // split divides n messages of a range [begin, end] over the UTC days it
 // overlaps, in proportion to the seconds of the range in each day. A
 // range that ends at a midnight does not reach into the day that begins
-// there; an empty or backward range puts everything on its begin day.
+// there; an empty or backward range puts everything on its begin day, a
+// range longer than maxSpan on the day it ends. Days that get no message
+// are left out.
 func split(begin, end time.Time, n uint64) map[day]uint64 {
 	begin, end = begin.UTC(), end.UTC()
 	first := begin.Truncate(24 * time.Hour)
 	if !end.After(begin) || n == 0 {
 		return map[day]uint64{first: n}
+	}
+	if end.Sub(begin) > maxSpan {
+		return map[day]uint64{end.Add(-time.Second).Truncate(24 * time.Hour): n}
 	}
 	type share struct {
 		d    day
@@ -80,6 +90,11 @@ func split(begin, end time.Time, n uint64) map[day]uint64 {
 	for i := 0; given < n; i++ {
 		out[rests[i%len(rests)].d]++
 		given++
+	}
+	for d, v := range out {
+		if v == 0 {
+			delete(out, d)
+		}
 	}
 	return out
 }

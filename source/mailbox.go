@@ -38,7 +38,6 @@ type Mailbox struct {
 	sink    Sink
 	metrics *Metrics
 	log     *slog.Logger
-	last    string // fingerprint of the last complete pass
 }
 
 // Progress is how far a pass is.
@@ -80,6 +79,7 @@ func (b *Mailbox) Run(ctx context.Context) {
 type pass struct {
 	b         *Mailbox
 	ctx       context.Context
+	real      string // the path, symbolic links resolved
 	root      string // the key prefix: "mailbox:" + the path
 	present   map[string]bool
 	progress  Progress
@@ -90,16 +90,28 @@ type pass struct {
 }
 
 // Pass reads every message and file of the mailbox once, commits, and
-// forgets the marks of those no longer there.
+// forgets the marks of those no longer there. A mailbox whose files did
+// not change since the last complete pass (names, sizes, times; kept in
+// the archive) is not read again.
 func (b *Mailbox) Pass(ctx context.Context) error {
-	size, fingerprint, err := survey(b.Path)
+	// A path through a symbolic link is read where it leads.
+	real, err := filepath.EvalSymlinks(b.Path)
 	if err != nil {
 		return fmt.Errorf("mailbox %s: %w", b.Path, err)
 	}
-	if fingerprint == b.last {
+	size, fingerprint, err := survey(real)
+	if err != nil {
+		return fmt.Errorf("mailbox %s: %w", b.Path, err)
+	}
+	root := "mailbox:" + b.Path
+	if seen, _ := b.sink.Seen(root+"#pass", fingerprint); seen {
+		b.log.Info("mailbox unchanged since its last complete pass", "path", b.Path, "bytes", size)
+		if b.Progress != nil {
+			b.Progress(Progress{Read: size, Size: size, Done: true})
+		}
 		return nil
 	}
-	p := &pass{b: b, ctx: ctx, root: "mailbox:" + b.Path, present: map[string]bool{}}
+	p := &pass{b: b, ctx: ctx, real: real, root: root, present: map[string]bool{}}
 	p.progress.Size = size
 	p.reports0, p.dups0 = b.sink.Staged()
 	b.metrics.mailboxSize.WithLabelValues(b.Name).Set(float64(size))
@@ -108,11 +120,11 @@ func (b *Mailbox) Pass(ctx context.Context) error {
 		p.commit() // what was read stays read
 		return err
 	}
+	b.sink.Remember(b.Name, root+"#pass", fingerprint)
 	if err := p.commit(); err != nil {
 		return err
 	}
 	b.sink.PruneFiles(p.root, p.present)
-	b.last = fingerprint
 	p.progress.Done = true
 	p.report(true)
 	reports, dups := b.sink.Staged()
@@ -149,14 +161,14 @@ func survey(path string) (size int64, fingerprint string, err error) {
 // walk reads the mailbox's path: a file, or every file below a directory
 // in name order.
 func (p *pass) walk() error {
-	info, err := os.Stat(p.b.Path)
+	info, err := os.Stat(p.real)
 	if err != nil {
 		return err
 	}
 	if !info.IsDir() {
-		return p.file(p.b.Path, p.root)
+		return p.file(p.real, p.root)
 	}
-	return filepath.WalkDir(p.b.Path, func(path string, e fs.DirEntry, err error) error {
+	return filepath.WalkDir(p.real, func(path string, e fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -169,7 +181,7 @@ func (p *pass) walk() error {
 		if !e.Type().IsRegular() {
 			return nil
 		}
-		rel, _ := filepath.Rel(p.b.Path, path)
+		rel, _ := filepath.Rel(p.real, path)
 		return p.file(path, p.root+"/"+maildirKey(filepath.ToSlash(rel)))
 	})
 }
@@ -221,15 +233,19 @@ func (p *pass) file(path, key string) error {
 		return p.mbox(&countingReader{r: f, p: p}, key)
 	case bytes.HasPrefix(head, []byte("PK\x03\x04")) && strings.HasSuffix(strings.ToLower(path), ".zip"):
 		if err := p.zip(f, info.Size(), key); !errors.Is(err, errNotMailZip) {
-			p.progress.Read += info.Size()
-			p.report(false)
 			return err
 		}
 		if _, err := f.Seek(0, io.SeekStart); err != nil {
 			return err
 		}
 	}
+	// A Maildir message does not change once delivered (its flags are in
+	// its name): its size marks it. Another file is marked as the
+	// directory source marks it, by size and time.
 	mark := fmt.Sprintf("%d:%d", info.Size(), info.ModTime().UnixNano())
+	if strings.Contains(key, "/maildir:") {
+		mark = fmt.Sprint(info.Size())
+	}
 	return p.input(key, mark, f, info.Size())
 }
 
@@ -241,7 +257,9 @@ var errNotMailZip = errors.New("not a zip of mailboxes")
 // each entry is streamed. A zip of no mbox and no Maildir is a zipped
 // report, read as one input.
 func (p *pass) zip(f *os.File, size int64, key string) error {
-	z, err := zip.NewReader(f, size)
+	// The compressed bytes count as they are read: the progress of a
+	// single large mbox entry moves.
+	z, err := zip.NewReader(&countingReaderAt{r: f, p: p}, size)
 	if err != nil {
 		return errNotMailZip
 	}
@@ -381,6 +399,18 @@ type countingReader struct {
 
 func (c *countingReader) Read(b []byte) (int, error) {
 	n, err := c.r.Read(b)
+	c.p.progress.Read += int64(n)
+	return n, err
+}
+
+// countingReaderAt counts the bytes of a zip as they are read.
+type countingReaderAt struct {
+	r io.ReaderAt
+	p *pass
+}
+
+func (c *countingReaderAt) ReadAt(b []byte, off int64) (int, error) {
+	n, err := c.r.ReadAt(b, off)
 	c.p.progress.Read += int64(n)
 	return n, err
 }

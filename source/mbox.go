@@ -44,8 +44,12 @@ func mboxMessages(r io.Reader, max int, fn func(offset int64, msg []byte, tooBig
 		return err
 	}
 	for {
-		line, err := readLine(br)
-		if n := int64(len(line)); n > 0 {
+		line, n, err := readLine(br, max)
+		if n > 0 {
+			if int64(len(line)) < n && start >= 0 {
+				tooBig = true // a line longer than a message may be
+				msg = bytes.Buffer{}
+			}
 			if prevEmpty && bytes.HasPrefix(line, []byte("From ")) {
 				if err := emit(); err != nil {
 					return err
@@ -74,18 +78,23 @@ func mboxMessages(r io.Reader, max int, fn func(offset int64, msg []byte, tooBig
 	}
 }
 
-// readLine reads a line with its end, however long.
-func readLine(br *bufio.Reader) ([]byte, error) {
+// readLine reads a line with its end, and returns at most max bytes of
+// it and its whole length: a line of gigabytes costs no more memory.
+func readLine(br *bufio.Reader, max int) ([]byte, int64, error) {
 	line, err := br.ReadSlice('\n')
 	if !errors.Is(err, bufio.ErrBufferFull) {
-		return line, err
+		return line, int64(len(line)), err
 	}
 	long := append([]byte(nil), line...)
+	n := int64(len(line))
 	for errors.Is(err, bufio.ErrBufferFull) {
 		line, err = br.ReadSlice('\n')
-		long = append(long, line...)
+		n += int64(len(line))
+		if len(long) < max {
+			long = append(long, line[:min(len(line), max-len(long))]...)
+		}
 	}
-	return long, err
+	return long, n, err
 }
 
 // isEscapedFrom tells a line that mboxrd escaped: ">From ", ">>From ", ...

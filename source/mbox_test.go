@@ -92,3 +92,13 @@ func FuzzMbox(f *testing.F) {
 		}
 	})
 }
+
+// TestMboxLongLine: a line longer than a message may be makes its message
+// too big, in bounded memory, and the next message reads.
+func TestMboxLongLine(t *testing.T) {
+	in := "From a Mon Jan  1 00:00:00 2024\nSubject: x\n\n" + strings.Repeat("y", 1<<20) + "\n\nFrom b Mon Jan  1 00:00:00 2024\nSubject: z\n"
+	got := readMbox(t, in, 1000)
+	if len(got) != 2 || !got[0].tooBig || got[1].text != "Subject: z\n" || got[1].offset != int64(strings.Index(in, "From b")) {
+		t.Errorf("got %+v", got)
+	}
+}

@@ -23,6 +23,9 @@ type Sink interface {
 	// RejectFile marks a file rejected without reading it (a message over
 	// the size limit); err gives the reason.
 	RejectFile(source, path, mark string, err error)
+	// Remember marks a path read with this mark, holding no report (a
+	// source's note of a complete pass); saved with the next Commit.
+	Remember(source, path, mark string)
 	// Commit saves everything ingested so far, atomically.
 	Commit() error
 	// PruneFiles forgets the files below root that a full scan did not

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // writeMbox writes the files of dirs as the messages of an mbox, as mail
@@ -165,7 +166,13 @@ func TestImport(t *testing.T) {
 		e.stop()
 	})
 
-	for _, path := range []string{mbox, maildir, zipped} {
+	// A mailbox reached through a symbolic link is read where it leads.
+	linked := filepath.Join(dir, "linked-Maildir")
+	if err := os.Symlink(maildir, linked); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, path := range []string{mbox, maildir, zipped, linked} {
 		t.Run(filepath.Base(path), func(t *testing.T) {
 			before := treeHash(t, path)
 			storage := filepath.Join(dir, "import-"+filepath.Base(path))
@@ -183,8 +190,21 @@ func TestImport(t *testing.T) {
 			// Again: nothing is read twice.
 			errOut.Reset()
 			if status := run([]string{"--dns.resolver=127.0.0.1:1", "import", "--storage.path=" + storage, "--progress=none", path}, &out, &errOut); status != 0 ||
-				!regexp.MustCompile(fmt.Sprintf(`inputs=0 refused=0 already_read=%d `, n)).MatchString(errOut.String()) {
+				!strings.Contains(errOut.String(), "mailbox unchanged since its last complete pass") {
 				t.Errorf("a second import read again (status %d):\n%s", status, errOut.String())
+			}
+			// Touched, it is read again, and every message is known.
+			touched := path
+			if st, _ := os.Stat(path); st.IsDir() {
+				files, _ := filepath.Glob(filepath.Join(path, "cur", "*"))
+				touched = files[0]
+			}
+			later := time.Now().Add(time.Hour)
+			os.Chtimes(touched, later, later)
+			errOut.Reset()
+			if status := run([]string{"--dns.resolver=127.0.0.1:1", "import", "--storage.path=" + storage, "--progress=none", path}, &out, &errOut); status != 0 ||
+				!regexp.MustCompile(fmt.Sprintf(`inputs=0 refused=0 already_read=%d `, n)).MatchString(errOut.String()) {
+				t.Errorf("an import of the touched mailbox read messages again (status %d):\n%s", status, errOut.String())
 			}
 			e := startExporter(t, "--source.dir="+empty, "--storage.path="+storage, "--metrics.new-series-delay=0s")
 			if got := countsOf(t, e); got != want {
