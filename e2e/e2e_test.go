@@ -218,19 +218,21 @@ scrape_configs:
 			t.Errorf("rule expression %q: %v", q, err)
 		}
 	}
-	for _, p := range panelQueries(t) {
+	// (cmd/dmarc-exporter's TestRemoteWrite runs the report-day dashboard
+	// on the series it pushes.)
+	for _, p := range testenv.PanelQueries(t, "../dashboards/*.json") {
 		var n int
 		var err error
 		for i := 0; i < 20; i++ { // rate windows need a few scrapes
-			if n, err = query(api, p.expr); err != nil || n > 0 || strings.Contains(p.file, "report-days") {
+			if n, err = query(api, p.Expr); err != nil || n > 0 || strings.Contains(p.File, "report-days") {
 				break
 			}
 			time.Sleep(500 * time.Millisecond)
 		}
 		if err != nil {
-			t.Errorf("%s: panel %q: %q: %v", p.file, p.title, p.expr, err)
-		} else if n == 0 && !strings.Contains(p.file, "report-days") { // the report-day series: TestRemoteWrite has them
-			t.Errorf("%s: panel %q: %q returns no data", p.file, p.title, p.expr)
+			t.Errorf("%s: panel %q: %q: %v", p.File, p.Title, p.Expr, err)
+		} else if n == 0 && !strings.Contains(p.File, "report-days") { // the report-day series: TestRemoteWrite has them
+			t.Errorf("%s: panel %q: %q returns no data", p.File, p.Title, p.Expr)
 		}
 	}
 }
@@ -319,41 +321,6 @@ func ruleQueries(t *testing.T) []string {
 	var out []string
 	for _, r := range testenv.LoadRules(t, "../rules/dmarc.rules.yml") {
 		out = append(out, r.Expr)
-	}
-	return out
-}
-
-type panelQuery struct{ file, title, expr string }
-
-// panelQueries lists the dashboards' queries, with the variables set to
-// "everything".
-func panelQueries(t *testing.T) []panelQuery {
-	files, _ := filepath.Glob("../dashboards/*.json")
-	var out []panelQuery
-	vars := strings.NewReplacer(`"$domain"`, `".*"`, `"$reporter"`, `".*"`, `"$class"`, `".*"`)
-	// (cmd/dmarc-exporter's TestRemoteWrite runs the report-day dashboard
-	// on the series it pushes.)
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var d struct {
-			Panels []struct {
-				Title   string `json:"title"`
-				Targets []struct {
-					Expr string `json:"expr"`
-				} `json:"targets"`
-			} `json:"panels"`
-		}
-		if err := json.Unmarshal(data, &d); err != nil {
-			t.Fatal(err)
-		}
-		for _, p := range d.Panels {
-			for _, q := range p.Targets {
-				out = append(out, panelQuery{filepath.Base(f), p.Title, vars.Replace(q.Expr)})
-			}
-		}
 	}
 	return out
 }

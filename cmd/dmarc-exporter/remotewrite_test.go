@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -188,29 +187,11 @@ remote_write:
 		}
 	}
 	// Every panel of the report-day dashboard shows the pushed days.
-	data, err := os.ReadFile("../../dashboards/dmarc-report-days.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var dash struct {
-		Panels []struct {
-			Title   string `json:"title"`
-			Targets []struct {
-				Expr string `json:"expr"`
-			} `json:"targets"`
-		} `json:"panels"`
-	}
-	if err := json.Unmarshal(data, &dash); err != nil {
-		t.Fatal(err)
-	}
-	vars := strings.NewReplacer(`"$domain"`, `".*"`, `"$reporter"`, `".*"`)
-	for _, p := range dash.Panels {
-		for _, q := range p.Targets {
-			// At the midnight that begins day 3, as Grafana's daily step.
-			res, err := prom.Query(vars.Replace(q.Expr), day(3))
-			if err != nil || len(res) == 0 {
-				t.Errorf("report-day dashboard, panel %q: %q gives %v (%v)", p.Title, q.Expr, res, err)
-			}
+	for _, q := range testenv.PanelQueries(t, "../../dashboards/dmarc-report-days.json") {
+		// At the midnight that begins day 3, as Grafana's daily step.
+		res, err := prom.Query(q.Expr, day(3))
+		if err != nil || len(res) == 0 {
+			t.Errorf("report-day dashboard, panel %q: %q gives %v (%v)", q.Title, q.Expr, res, err)
 		}
 	}
 	if res, err := prom.Query(`sum(sum_over_time(dmarc_report_day_messages[1d] offset -1d))`, day(3)); err != nil || len(res) != 1 || res[0].Value != float64(want[day(3)]) {
