@@ -5,9 +5,10 @@ GO ?= go
 # dovecot-imapd: the IMAP server of the IMAP source tests, which start
 # their own instances on 127.0.0.1; chromium: the browser the report
 # explorer's tests drive, headless, with fonts-liberation, which it only
-# recommends); `make deps` installs the missing ones
+# recommends; postgresql: the second archive engine, whose tests start
+# throwaway clusters); `make deps` installs the missing ones
 # when run as root and fails with their names otherwise.
-APT_PACKAGES ?= prometheus prometheus-alertmanager dovecot-imapd chromium fonts-liberation
+APT_PACKAGES ?= prometheus prometheus-alertmanager dovecot-imapd chromium fonts-liberation postgresql
 FUZZTIME ?= 60s
 
 .PHONY: all build test deps vet style checkrules fuzz bench docker
@@ -30,15 +31,16 @@ deps:
 		if [ "$$(id -u)" = 0 ]; then \
 			apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing || exit 1; \
 			case "$$missing" in *dovecot*) service dovecot stop >/dev/null 2>&1 || true;; esac; \
+			case "$$missing" in *postgresql*) service postgresql stop >/dev/null 2>&1 || true;; esac; \
 		else \
 			echo "missing Debian packages:$$missing (run make deps as root)"; exit 1; \
 		fi; \
 	fi
 
-# The IMAP and browser tests fail rather than skip when Dovecot or
-# chromium is missing.
+# The IMAP, browser and PostgreSQL tests fail rather than skip when
+# Dovecot, chromium or PostgreSQL is missing.
 test: deps style vet
-	DMARC_EXPORTER_REQUIRE_DOVECOT=1 DMARC_EXPORTER_REQUIRE_CHROMIUM=1 $(GO) test -count=1 ./...
+	DMARC_EXPORTER_REQUIRE_DOVECOT=1 DMARC_EXPORTER_REQUIRE_CHROMIUM=1 DMARC_EXPORTER_REQUIRE_POSTGRES=1 $(GO) test -count=1 ./...
 
 vet:
 	$(GO) vet ./...

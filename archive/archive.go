@@ -39,7 +39,7 @@ import (
 // FileName is the database's name under the storage path.
 const FileName = "dmarc.db"
 
-//go:embed migrations/*.sql
+//go:embed migrations/*.sql migrations/postgres/*.sql
 var migrationFiles embed.FS
 
 // Archive is an open archive.
@@ -47,6 +47,9 @@ type Archive struct {
 	path string
 	db   atomic.Pointer[handles] // replaced when the file is written anew (EnsureFile)
 	file os.FileInfo             // the database file as opened
+	// postgres: the archive is a PostgreSQL database (OpenURL), path its
+	// URL without password.
+	postgres bool
 }
 
 // handles are the connections to the database file.
@@ -72,7 +75,7 @@ func Open(dir string) (*Archive, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := a.migrate(context.Background(), len(migrations())); err != nil {
+	if err := a.migrate(context.Background(), SchemaVersion()); err != nil {
 		a.Close()
 		return nil, fmt.Errorf("archive %s: %w", path, err)
 	}
@@ -194,6 +197,9 @@ func (h *handles) close() error {
 // reports whether it wrote the file. A file put in its place is not
 // overwritten: that is an error.
 func (a *Archive) EnsureFile() (bool, error) {
+	if a.postgres {
+		return false, nil // a server's files are its own
+	}
 	fi, err := os.Stat(a.path)
 	if err == nil {
 		if os.SameFile(fi, a.file) {
@@ -236,7 +242,20 @@ type migration struct {
 }
 
 // migrations are the embedded migrations, in order: NNNN_name.sql, numbered
-// from 1 without gaps.
+// from 1 without gaps. For PostgreSQL, migrations/postgres/ holds those
+// whose SQL differs.
+func (a *Archive) migrations() []migration {
+	all := migrations()
+	if a.postgres {
+		for i, m := range all {
+			if data, err := migrationFiles.ReadFile("migrations/postgres/" + m.name); err == nil {
+				all[i].sql = string(data)
+			}
+		}
+	}
+	return all
+}
+
 func migrations() []migration {
 	entries, err := fs.ReadDir(migrationFiles, "migrations")
 	if err != nil {
@@ -244,6 +263,9 @@ func migrations() []migration {
 	}
 	var out []migration
 	for _, e := range entries {
+		if e.IsDir() {
+			continue // postgres/
+		}
 		num, _, _ := strings.Cut(e.Name(), "_")
 		v, err := strconv.Atoi(num)
 		if err != nil || v != len(out)+1 {
@@ -262,13 +284,14 @@ func migrations() []migration {
 func SchemaVersion() int { return len(migrations()) }
 
 // migrate brings the schema up to version target, one transaction per
-// migration; PRAGMA user_version holds the version applied.
+// migration; PRAGMA user_version (PostgreSQL: the schema_version table)
+// holds the version applied.
 func (a *Archive) migrate(ctx context.Context, target int) error {
-	var have int
-	if err := a.h().w.QueryRowContext(ctx, "PRAGMA user_version").Scan(&have); err != nil {
+	have, err := a.schemaVersion(ctx)
+	if err != nil {
 		return fmt.Errorf("read schema version: %w", err)
 	}
-	all := migrations()
+	all := a.migrations()
 	if have > len(all) {
 		return fmt.Errorf("schema version %d is newer than this build's (%d): use a newer dmarc-exporter", have, len(all))
 	}
@@ -281,7 +304,11 @@ func (a *Archive) migrate(ctx context.Context, target int) error {
 			tx.Rollback()
 			return fmt.Errorf("migration %s: %w", m.name, err)
 		}
-		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", m.version)); err != nil {
+		setVersion := fmt.Sprintf("PRAGMA user_version = %d", m.version)
+		if a.postgres {
+			setVersion = fmt.Sprintf("DELETE FROM schema_version; INSERT INTO schema_version VALUES (%d)", m.version)
+		}
+		if _, err := tx.ExecContext(ctx, setVersion); err != nil {
 			tx.Rollback()
 			return fmt.Errorf("migration %s: %w", m.name, err)
 		}
@@ -290,6 +317,20 @@ func (a *Archive) migrate(ctx context.Context, target int) error {
 		}
 	}
 	return nil
+}
+
+// schemaVersion is the version of the schema applied, 0 for a new archive.
+func (a *Archive) schemaVersion(ctx context.Context) (int, error) {
+	var v int
+	if !a.postgres {
+		err := a.h().w.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v)
+		return v, err
+	}
+	if _, err := a.h().w.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"); err != nil {
+		return 0, err
+	}
+	err := a.h().w.QueryRowContext(ctx, "SELECT coalesce(max(version), 0) FROM schema_version").Scan(&v)
+	return v, err
 }
 
 // Meta returns the value of a meta key, "" when unset.
@@ -327,7 +368,11 @@ func (a *Archive) Created(now time.Time) (time.Time, error) {
 
 // Tables lists the archive's tables, sorted.
 func (a *Archive) Tables() ([]string, error) {
-	rows, err := a.h().r.Query("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+	q := "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+	if a.postgres {
+		q = "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() AND table_name <> 'schema_version'"
+	}
+	rows, err := a.h().r.Query(q)
 	if err != nil {
 		return nil, err
 	}

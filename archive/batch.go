@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -258,7 +259,7 @@ func apply(ctx context.Context, tx *sql.Tx, b *Batch) error {
 	for family, series := range b.Totals {
 		for labels, v := range series {
 			if _, err := s.exec(ctx, `INSERT INTO totals (family, labels, value) VALUES (?, ?, ?)
-				ON CONFLICT (family, labels) DO UPDATE SET value = value + excluded.value`, family, []byte(labels), int64(v)); err != nil {
+				ON CONFLICT (family, labels) DO UPDATE SET value = totals.value + excluded.value`, family, []byte(labels), int64(v)); err != nil {
 				return fmt.Errorf("totals %s: %w", family, err)
 			}
 		}
@@ -331,24 +332,27 @@ func insertAggregate(ctx context.Context, s *stmts, r *Aggregate) error {
 	// was deleted (SQLite would reuse its rowid): the remote-write
 	// watermark counts on numbers only growing. meta's last_report_id
 	// remembers the highest given.
-	res, err := s.exec(ctx, `INSERT INTO aggregate_reports (id, identity, domain, reporter, org_name, email, extra_contact_info, report_id,
+	var newest, given int64
+	if err := s.tx.QueryRowContext(ctx, "SELECT coalesce(max(id), 0) FROM aggregate_reports").Scan(&newest); err != nil {
+		return err
+	}
+	var last sql.NullString
+	if err := s.tx.QueryRowContext(ctx, "SELECT value FROM meta WHERE key = 'last_report_id'").Scan(&last); err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return err
+	}
+	fmt.Sscan(last.String, &given)
+	id := max(newest, given) + 1
+	if _, err := s.exec(ctx, `INSERT INTO aggregate_reports (id, identity, domain, reporter, org_name, email, extra_contact_info, report_id,
 		begin_time, end_time, errors, generator, version, namespace, policy_domain, adkim, aspf, p, sp, np, pct, fo, testing,
 		discovery_method, extensions, records, records_kept, invalid_records, messages, failed_messages, source, input, received, raw,
 		pass_records, partial_records, failed_records)
-		VALUES (max(coalesce((SELECT max(id) FROM aggregate_reports), 0),
-			coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'last_report_id'), 0)) + 1,
-			?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		r.Identity, r.Domain, r.Reporter, h.Metadata.OrgName, h.Metadata.Email, h.Metadata.ExtraContactInfo, h.Metadata.ReportID,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		id, r.Identity, r.Domain, r.Reporter, h.Metadata.OrgName, h.Metadata.Email, h.Metadata.ExtraContactInfo, h.Metadata.ReportID,
 		h.Metadata.Begin.Unix(), h.Metadata.End.Unix(), jsonText(h.Metadata.Errors), h.Metadata.Generator, h.Version, h.Namespace,
 		h.Policy.Domain, string(h.Policy.ADKIM), string(h.Policy.ASPF), string(h.Policy.P), string(h.Policy.SP), string(h.Policy.NP),
 		pct, h.Policy.FO, string(h.Policy.Testing), string(h.Policy.DiscoveryMethod), jsonText(h.Extensions),
 		r.RecordCount, len(r.Records), r.InvalidRecords, int64(r.Messages), int64(r.FailedMessages), r.Source, r.Input, r.Received.Unix(), r.Raw,
-		status[RecordPassed], status[RecordPartial], status[RecordFailed])
-	if err != nil {
-		return err
-	}
-	id, err := res.LastInsertId()
-	if err != nil {
+		status[RecordPassed], status[RecordPartial], status[RecordFailed]); err != nil {
 		return err
 	}
 	if _, err := s.exec(ctx, `INSERT INTO meta (key, value) VALUES ('last_report_id', ?)
@@ -389,13 +393,10 @@ func insertTLS(ctx context.Context, s *stmts, r *TLS) error {
 		return err
 	}
 	t := r.Report
-	res, err := s.exec(ctx, `INSERT INTO tls_reports (identity, reporter, org_name, contact_info, report_id, begin_time, end_time, source, input, received, raw)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, r.Identity, r.Reporter, t.OrganizationName, t.ContactInfo, t.ReportID,
-		t.Begin.Unix(), t.End.Unix(), r.Source, r.Input, r.Received.Unix(), r.Raw)
-	if err != nil {
-		return err
-	}
-	id, err := res.LastInsertId()
+	var id int64
+	err := s.tx.QueryRowContext(ctx, `INSERT INTO tls_reports (identity, reporter, org_name, contact_info, report_id, begin_time, end_time, source, input, received, raw)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`, r.Identity, r.Reporter, t.OrganizationName, t.ContactInfo, t.ReportID,
+		t.Begin.Unix(), t.End.Unix(), r.Source, r.Input, r.Received.Unix(), r.Raw).Scan(&id)
 	if err != nil {
 		return err
 	}

@@ -62,12 +62,19 @@ type Stats struct {
 // Stats counts the rows of every table and the size on disk.
 func (a *Archive) Stats(ctx context.Context) (*Stats, error) {
 	st := &Stats{Path: a.path, Rows: map[string]int64{}}
-	for _, suffix := range []string{"", "-wal"} {
-		if fi, err := os.Stat(a.path + suffix); err == nil {
-			st.Bytes += fi.Size()
+	if a.postgres {
+		if err := a.h().r.QueryRowContext(ctx, "SELECT pg_database_size(current_database())").Scan(&st.Bytes); err != nil {
+			return nil, err
+		}
+	} else {
+		for _, suffix := range []string{"", "-wal"} {
+			if fi, err := os.Stat(a.path + suffix); err == nil {
+				st.Bytes += fi.Size()
+			}
 		}
 	}
-	if err := a.h().r.QueryRowContext(ctx, "PRAGMA user_version").Scan(&st.SchemaVersion); err != nil {
+	var err error
+	if st.SchemaVersion, err = a.schemaVersion(ctx); err != nil {
 		return nil, err
 	}
 	tables, err := a.Tables()
@@ -93,8 +100,12 @@ func (a *Archive) Stats(ctx context.Context) (*Stats, error) {
 }
 
 // Check runs SQLite's integrity and foreign key checks and returns what
-// they found, nil when the archive is sound.
+// they found, nil when the archive is sound. PostgreSQL keeps its own
+// integrity: there it checks that the database answers.
 func (a *Archive) Check(ctx context.Context) error {
+	if a.postgres {
+		return a.h().r.PingContext(ctx)
+	}
 	var problems []string
 	rows, err := a.h().r.QueryContext(ctx, "PRAGMA integrity_check")
 	if err != nil {
@@ -134,6 +145,10 @@ func (a *Archive) Check(ctx context.Context) error {
 // Vacuum rebuilds the database file, giving back the space of deleted
 // rows. It holds the writer for as long as it takes.
 func (a *Archive) Vacuum(ctx context.Context) error {
+	if a.postgres {
+		_, err := a.h().w.ExecContext(ctx, "VACUUM")
+		return err
+	}
 	if _, err := a.h().w.ExecContext(ctx, "VACUUM"); err != nil {
 		return fmt.Errorf("archive: vacuum: %w", err)
 	}

@@ -122,8 +122,15 @@ func (a *Archive) ExpireIdentities(cutoff time.Time, max int) (int64, error) {
 		return 0, fmt.Errorf("archive: expire report identities: %w", err)
 	}
 	n, _ := res.RowsAffected()
+	var count int
+	if err := a.h().w.QueryRow("SELECT count(*) FROM report_identities").Scan(&count); err != nil {
+		return n, fmt.Errorf("archive: expire report identities: %w", err)
+	}
+	if count <= max {
+		return n, nil
+	}
 	res, err = a.h().w.Exec(`DELETE FROM report_identities WHERE identity IN (SELECT identity FROM report_identities
-		ORDER BY first_seen LIMIT max(0, (SELECT count(*) FROM report_identities) - ?))`, max)
+		ORDER BY first_seen LIMIT ?)`, count-max)
 	if err != nil {
 		return n, fmt.Errorf("archive: expire report identities: %w", err)
 	}

@@ -1,0 +1,139 @@
+package archive
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+)
+
+// PostgreSQL is the archive's second engine (archive.url:
+// postgres://...), for archives shared by several exporters. The schema
+// and the queries are the SQLite ones: the few places where the two
+// dialects differ are the migration 0001 (migrations/postgres/), the
+// operator commands (Stats, Check, Vacuum), and what pgDialect rewrites
+// in each statement: ? placeholders become $n, and group_concat becomes
+// string_agg.
+
+// IsURL tells an archive URL (postgres://, postgresql://) from a
+// directory.
+func IsURL(s string) bool {
+	return strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://")
+}
+
+// OpenURL opens the PostgreSQL archive at a URL, creating its tables
+// and applying the migrations it lacks.
+func OpenURL(rawURL string) (*Archive, error) {
+	cfg, err := pgx.ParseConfig(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("archive %s: %w", redact(rawURL), err)
+	}
+	open := func(conns int) *sql.DB {
+		db := sql.OpenDB(pgDialect{stdlib.GetConnector(*cfg)})
+		db.SetMaxOpenConns(conns)
+		return db
+	}
+	// One writing connection, as with SQLite: Apply's transactions follow
+	// one another.
+	h := &handles{w: open(1), r: open(4)}
+	if err := h.w.Ping(); err != nil {
+		h.close()
+		return nil, fmt.Errorf("archive %s: %w", redact(rawURL), err)
+	}
+	a := &Archive{path: redact(rawURL), postgres: true}
+	a.db.Store(h)
+	if err := a.migrate(context.Background(), len(migrations())); err != nil {
+		a.Close()
+		return nil, fmt.Errorf("archive %s: %w", a.path, err)
+	}
+	if err := a.h().prepare(); err != nil {
+		a.Close()
+		return nil, fmt.Errorf("archive %s: %w", a.path, err)
+	}
+	return a, nil
+}
+
+// redact drops the password of a URL, for messages and logs.
+func redact(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "postgres://(unreadable URL)"
+	}
+	return u.Redacted()
+}
+
+// pgDialect is pgx's database/sql connector with the statements rewritten
+// for PostgreSQL.
+type pgDialect struct{ driver.Connector }
+
+func (c pgDialect) Connect(ctx context.Context) (driver.Conn, error) {
+	conn, err := c.Connector.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &pgConn{conn.(*stdlib.Conn)}, nil
+}
+
+// pgConn is a pgx connection taking the archive's SQLite-flavoured
+// statements.
+type pgConn struct{ *stdlib.Conn }
+
+func (c *pgConn) Prepare(query string) (driver.Stmt, error) {
+	return c.Conn.Prepare(pgSQL(query))
+}
+
+func (c *pgConn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
+	return c.Conn.PrepareContext(ctx, pgSQL(query))
+}
+
+func (c *pgConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+	return c.Conn.ExecContext(ctx, pgSQL(query), args)
+}
+
+func (c *pgConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
+	return c.Conn.QueryContext(ctx, pgSQL(query), args)
+}
+
+var groupConcat = regexp.MustCompile(`group_concat\((DISTINCT )?([^)]+)\)`)
+
+// pgSQL rewrites a statement for PostgreSQL: "?" and "?N" placeholders
+// become "$n" (outside quotes), group_concat(x) string_agg(x, ',').
+func pgSQL(q string) string {
+	q = groupConcat.ReplaceAllString(q, "string_agg($1$2, ',')")
+	var b strings.Builder
+	n := 0
+	quote := byte(0)
+	for i := 0; i < len(q); i++ {
+		ch := q[i]
+		switch {
+		case quote != 0:
+			if ch == quote {
+				quote = 0
+			}
+		case ch == '\'' || ch == '"':
+			quote = ch
+		case ch == '?':
+			j := i + 1
+			for j < len(q) && q[j] >= '0' && q[j] <= '9' {
+				j++
+			}
+			if j > i+1 {
+				b.WriteString("$" + q[i+1:j])
+			} else {
+				n++
+				b.WriteString("$" + strconv.Itoa(n))
+			}
+			i = j - 1
+			continue
+		}
+		b.WriteByte(ch)
+	}
+	return b.String()
+}
