@@ -66,7 +66,12 @@ func (a *Archive) h() *handles { return a.db.Load() }
 
 // Open opens the archive under dir, creating dir and the database when
 // they do not exist, and applies the migrations it lacks.
+//
+// dir may be a PostgreSQL URL instead (IsURL): OpenURL opens it.
 func Open(dir string) (*Archive, error) {
+	if IsURL(dir) {
+		return OpenURL(dir)
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("archive: %w", err)
 	}
@@ -95,6 +100,9 @@ func Open(dir string) (*Archive, error) {
 // refuses an archive of another schema version, which the exporter of
 // this version upgrades when it starts.
 func OpenExisting(dir string) (*Archive, error) {
+	if IsURL(dir) {
+		return openURL(dir, false)
+	}
 	path := filepath.Join(dir, FileName)
 	st, err := os.Stat(path)
 	if err != nil {

@@ -30,7 +30,11 @@ func IsURL(s string) bool {
 
 // OpenURL opens the PostgreSQL archive at a URL, creating its tables
 // and applying the migrations it lacks.
-func OpenURL(rawURL string) (*Archive, error) {
+func OpenURL(rawURL string) (*Archive, error) { return openURL(rawURL, true) }
+
+// openURL opens a PostgreSQL archive; without migrate, it refuses one of
+// another schema version (as OpenExisting).
+func openURL(rawURL string, migrate bool) (*Archive, error) {
 	cfg, err := pgx.ParseConfig(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("archive %s: %w", redact(rawURL), err)
@@ -49,8 +53,16 @@ func OpenURL(rawURL string) (*Archive, error) {
 	}
 	a := &Archive{path: redact(rawURL), postgres: true}
 	a.db.Store(h)
-	if err := a.migrate(context.Background(), len(migrations())); err != nil {
+	if migrate {
+		if err := a.migrate(context.Background(), SchemaVersion()); err != nil {
+			a.Close()
+			return nil, fmt.Errorf("archive %s: %w", a.path, err)
+		}
+	} else if have, err := a.schemaVersion(context.Background()); err != nil || have != SchemaVersion() {
 		a.Close()
+		if err == nil {
+			err = fmt.Errorf("schema version %d, this build reads %d: start this version's exporter on it once (it upgrades the archive)", have, SchemaVersion())
+		}
 		return nil, fmt.Errorf("archive %s: %w", a.path, err)
 	}
 	if err := a.h().prepare(); err != nil {

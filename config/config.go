@@ -132,6 +132,10 @@ type Limits struct {
 
 // Archive configures what the archive keeps.
 type Archive struct {
+	// URL, when set, is a PostgreSQL archive (postgres://user@host/db)
+	// instead of the SQLite file under --storage.path. The password goes
+	// in the URL's own ways (a .pgpass file, PGPASSWORD), not here.
+	URL string `yaml:"url"`
 	// Retention is how long reports and their records are kept, from the
 	// end of their date range or when they were read, whichever is later
 	// (failure reports: from when they were received). The counters are
@@ -377,6 +381,17 @@ func (c *Config) validate() error {
 			names[m.Name] = true
 			if time.Duration(m.RescanInterval) < time.Second {
 				return fmt.Errorf("%s[%d]: rescan_interval %s is shorter than 1s", kind.name, i, m.RescanInterval)
+			}
+		}
+	}
+	if u := c.Archive.URL; u != "" {
+		parsed, err := url.Parse(u)
+		switch {
+		case err != nil || parsed.Scheme != "postgres" && parsed.Scheme != "postgresql":
+			return fmt.Errorf("archive.url: want postgres://user@host:port/database")
+		case parsed.User != nil:
+			if _, set := parsed.User.Password(); set {
+				return fmt.Errorf("archive.url: a password must not be written in the configuration: use a .pgpass file or PGPASSWORD")
 			}
 		}
 	}

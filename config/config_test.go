@@ -31,6 +31,7 @@ func TestBadConfigs(t *testing.T) {
 		"remote-write-url.bad.yml":        `remote_write.url "prometheus:9090/api/v1/write": want http(s)://host/path`,
 		"remote-write-age.bad.yml":        "remote_write.max_sample_age must be at least 1d",
 		"remote-write-header.bad.yml":     "remote_write.headers: Content-Type is set by the protocol",
+		"archive-url-password.bad.yml":    "archive.url: a password must not be written in the configuration",
 	}
 	files, _ := filepath.Glob("testdata/*.bad.yml")
 	if len(files) != len(want) {

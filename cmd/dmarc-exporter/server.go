@@ -82,7 +82,12 @@ func newServer(c *serveCmd, cfg *config.Config, resolvers []string, log *slog.Lo
 		return nil, fmt.Errorf("configuration: %w", err)
 	}
 	s.databases.Set(dbs)
-	if s.arc, err = archive.Open(*c.storagePath); err != nil {
+	if cfg.Archive.URL != "" {
+		s.arc, err = archive.OpenURL(cfg.Archive.URL)
+	} else {
+		s.arc, err = archive.Open(*c.storagePath)
+	}
+	if err != nil {
 		return nil, err
 	}
 	s.store, err = collector.Open(collector.Options{
