@@ -183,17 +183,25 @@ func (s *Store) load() error {
 	if s.identities, err = s.arc.Identities(); err != nil {
 		return err
 	}
+	s.noteLabels(s.live)
+	return nil
+}
+
+// noteLabels adds the label values of the series of t to the sets the
+// caps count: reporters per domain, and each domain's source labels and
+// series. t's series must not be live yet, but for load. s.mu is held.
+func (s *Store) noteLabels(t totals) {
 	labels := make([]string, 0, 8)
 	for _, f := range []*family{reportsFamily, tlsReportsFamily, failureDuplicatesFamily} {
-		for key := range s.live[f] {
+		for key := range t[f] {
 			labels = splitLabels(labels, key)
 			setOf(s.reporterSets, labels[0])[labels[1]] = struct{}{}
 		}
 	}
-	for key := range s.live[domainReportsFamily] {
+	for key := range t[domainReportsFamily] {
 		setOf(s.reporterSets, key)
 	}
-	for key := range s.live[sourcesFamily] {
+	for key := range t[sourcesFamily] {
 		labels = splitLabels(labels, key)
 		domain := labels[0]
 		s.sourceSeries[domain]++
@@ -201,7 +209,6 @@ func (s *Store) load() error {
 		setOf(s.sourceCountries, domain)[labels[3]] = struct{}{}
 		setOf(s.sourceNames, domain)[labels[4]] = struct{}{}
 	}
-	return nil
 }
 
 // setOf returns the set of key in m, created when missing.

@@ -136,6 +136,10 @@ type Archive struct {
 	// instead of the SQLite file under --storage.path. The password goes
 	// in the URL's own ways (a .pgpass file, PGPASSWORD), not here.
 	URL string `yaml:"url"`
+	// RefreshInterval is how often an exporter on a PostgreSQL archive
+	// takes in what other exporters sharing it counted: at most the
+	// scrape interval.
+	RefreshInterval Duration `yaml:"refresh_interval"`
 	// Retention is how long reports and their records are kept, from the
 	// end of their date range or when they were read, whichever is later
 	// (failure reports: from when they were received). The counters are
@@ -265,6 +269,9 @@ func (c *Config) setDefaults() {
 			}
 		}
 	}
+	if c.Archive.RefreshInterval == 0 {
+		c.Archive.RefreshInterval = Duration(15 * time.Second)
+	}
 	if c.RemoteWrite.Interval == 0 {
 		c.RemoteWrite.Interval = DefaultRemoteWriteInterval
 	}
@@ -383,6 +390,9 @@ func (c *Config) validate() error {
 				return fmt.Errorf("%s[%d]: rescan_interval %s is shorter than 1s", kind.name, i, m.RescanInterval)
 			}
 		}
+	}
+	if time.Duration(c.Archive.RefreshInterval) < time.Second {
+		return fmt.Errorf("archive.refresh_interval must be at least 1s")
 	}
 	if u := c.Archive.URL; u != "" {
 		parsed, err := url.Parse(u)

@@ -62,3 +62,31 @@ func TestExporterOnPostgres(t *testing.T) {
 		t.Errorf("reports list on the PostgreSQL archive: status %d\n%s%s", code, out, stderr.String())
 	}
 }
+
+// TestTwoExportersOnPostgres: two exporters sharing one PostgreSQL
+// archive, each reading its own sources (shards), both serve every
+// counter, exactly as one exporter reading all the sources.
+func TestTwoExportersOnPostgres(t *testing.T) {
+	agg, mail := filepath.Join(testdata, "corpus", "aggregate"), filepath.Join(testdata, "corpus", "email")
+	one := startExporter(t, "--source.dir="+agg, "--source.dir="+mail, "--storage.path="+t.TempDir(), "--metrics.new-series-delay=0s")
+	one.waitScans(1, agg, mail)
+	want := countsOf(t, one)
+	one.stop()
+
+	pg := testenv.StartPostgres(t)
+	var shards []*exporter
+	for _, dir := range []string{agg, mail} {
+		d := t.TempDir()
+		cfg := filepath.Join(d, "config.yml")
+		os.WriteFile(cfg, []byte(fmt.Sprintf("archive:\n  url: %q\n  refresh_interval: 1s\ndirectories:\n  - path: %q\n", pg.URL, dir)), 0o644)
+		e := startExporter(t, "--config.file="+cfg, "--storage.path="+filepath.Join(d, "data"), "--metrics.new-series-delay=0s")
+		e.waitScans(1, dir)
+		shards = append(shards, e)
+	}
+	for i, e := range shards {
+		e.waitFor("the other shard's counters", func() bool { return countsOf(t, e) == want })
+		if got := countsOf(t, e); got != want {
+			t.Errorf("shard %d serves other counters than one exporter reading both sources:\n%s", i, lineDiff(want, got))
+		}
+	}
+}

@@ -389,6 +389,9 @@ func (j *jobs) start(ctx context.Context, s *server, cfg *config.Config) {
 	defer j.mu.Unlock()
 	ctx, j.cancel = context.WithCancel(ctx)
 	j.goRun(func() { expire(ctx, s.arc, time.Duration(cfg.Archive.Retention), s.log) })
+	if cfg.Archive.URL != "" {
+		j.goRun(func() { refresh(ctx, s.store, time.Duration(cfg.Archive.RefreshInterval), s.log) })
+	}
 	if s.resolver != nil && len(cfg.Domains) > 0 && *cfg.DNS.Interval > 0 {
 		mon := &dnsmon.Monitor{Resolver: s.resolver, State: s.dns, Domains: cfg.Domains, Selectors: cfg.DNS.DKIMSelectors,
 			Learned: s.store.Selectors, Interval: time.Duration(*cfg.DNS.Interval), Log: s.log}
@@ -457,6 +460,21 @@ func expire(ctx context.Context, arc *archive.Archive, retention time.Duration, 
 		case <-ctx.Done():
 			return
 		case <-time.After(expireEvery):
+		}
+	}
+}
+
+// refresh takes in, every interval, what other exporters sharing the
+// PostgreSQL archive counted, until ctx is done.
+func refresh(ctx context.Context, store *collector.Store, interval time.Duration, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(interval):
+		}
+		if err := store.Refresh(); err != nil && ctx.Err() == nil {
+			log.Warn("refresh from the shared archive", "err", err)
 		}
 	}
 }
