@@ -139,3 +139,41 @@ func TestPostgresParity(t *testing.T) {
 		t.Errorf("schema version %d (%v), want %d", v, err, SchemaVersion())
 	}
 }
+
+// TestLeases: one holder at a time, renewed by its holder, taken over
+// once expired; on both engines.
+func TestLeases(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	p, err := OpenURL(pg.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for name, a := range map[string]*Archive{"sqlite": openTest(t, t.TempDir()), "postgres": p} {
+		ctx := context.Background()
+		now := time.Unix(1700000000, 0)
+		take := func(holder string, at time.Duration) bool {
+			ok, err := a.TakeLease(ctx, "source:rua", holder, now.Add(at), 10*time.Second)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			return ok
+		}
+		steps := []struct {
+			holder string
+			at     time.Duration
+			want   bool
+		}{
+			{"a", 0, true}, {"b", time.Second, false}, {"a", 5 * time.Second, true}, // renewed to 15s
+			{"b", 12 * time.Second, false}, {"b", 16 * time.Second, true}, {"a", 17 * time.Second, false},
+		}
+		for _, s := range steps {
+			if got := take(s.holder, s.at); got != s.want {
+				t.Errorf("%s: %s at %v: %v, want %v", name, s.holder, s.at, got, s.want)
+			}
+		}
+		if err := a.DropLease(ctx, "source:rua", "b"); err != nil || !take("a", 18*time.Second) {
+			t.Errorf("%s: a lease given up is not free (%v)", name, err)
+		}
+	}
+}

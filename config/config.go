@@ -140,6 +140,10 @@ type Archive struct {
 	// takes in what other exporters sharing it counted: at most the
 	// scrape interval.
 	RefreshInterval Duration `yaml:"refresh_interval"`
+	// LeaseTTL is how long an exporter on a PostgreSQL archive holds a
+	// source's lease without renewing it: another takes the source over
+	// within 4/3 of it once the holder died.
+	LeaseTTL Duration `yaml:"lease_ttl"`
 	// Retention is how long reports and their records are kept, from the
 	// end of their date range or when they were read, whichever is later
 	// (failure reports: from when they were received). The counters are
@@ -272,6 +276,9 @@ func (c *Config) setDefaults() {
 	if c.Archive.RefreshInterval == 0 {
 		c.Archive.RefreshInterval = Duration(15 * time.Second)
 	}
+	if c.Archive.LeaseTTL == 0 {
+		c.Archive.LeaseTTL = Duration(45 * time.Second)
+	}
 	if c.RemoteWrite.Interval == 0 {
 		c.RemoteWrite.Interval = DefaultRemoteWriteInterval
 	}
@@ -393,6 +400,9 @@ func (c *Config) validate() error {
 	}
 	if time.Duration(c.Archive.RefreshInterval) < time.Second {
 		return fmt.Errorf("archive.refresh_interval must be at least 1s")
+	}
+	if time.Duration(c.Archive.LeaseTTL) < 3*time.Second {
+		return fmt.Errorf("archive.lease_ttl must be at least 3s")
 	}
 	if u := c.Archive.URL; u != "" {
 		parsed, err := url.Parse(u)

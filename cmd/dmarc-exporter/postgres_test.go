@@ -90,3 +90,76 @@ func TestTwoExportersOnPostgres(t *testing.T) {
 		}
 	}
 }
+
+// TestHAPairOnPostgres: two exporters on one configuration and one
+// PostgreSQL archive. Exactly one reads the source; killed in the middle
+// of its scan, the other takes the source over; in the end every file is
+// moved once, every report counted once: the survivor, and the killed one
+// started again, serve exactly what one exporter alone serves.
+func TestHAPairOnPostgres(t *testing.T) {
+	agg := filepath.Join(testdata, "corpus", "aggregate")
+	// What one exporter alone makes of the same files.
+	refSrc, refDone := t.TempDir(), t.TempDir()
+	files := copyTree(t, refSrc, 20, agg)
+	ref := startExporter(t, "--config.file="+writeConfig(t, fmt.Sprintf("directories:\n  - path: %q\n    archive_dir: %q\n", refSrc, refDone)),
+		"--storage.path="+t.TempDir(), "--metrics.new-series-delay=0s")
+	ref.waitScans(1, refSrc)
+	want := countsOf(t, ref)
+	ref.stop()
+	moved := countFiles(refDone)
+
+	pg := testenv.StartPostgres(t)
+	src, done := t.TempDir(), t.TempDir()
+	copyTree(t, src, 20, agg)
+	cfg := writeConfig(t, fmt.Sprintf("archive:\n  url: %q\n  refresh_interval: 1s\n  lease_ttl: 3s\ndirectories:\n  - name: reports\n    path: %q\n    archive_dir: %q\n",
+		pg.URL, src, done))
+	args := []string{"--config.file=" + cfg, "--metrics.new-series-delay=0s"}
+	pair := []*exporter{
+		startExporter(t, append(args, "--storage.path="+t.TempDir())...),
+		startExporter(t, append(args, "--storage.path="+t.TempDir())...),
+	}
+	leader := func() int {
+		n, who := 0, -1
+		for i, e := range pair {
+			if e.cmd.ProcessState == nil && e.metric("dmarc_exporter_source_leader", "source", "reports") == 1 {
+				n++
+				who = i
+			}
+		}
+		if n > 1 {
+			t.Fatalf("%d exporters read the source at once", n)
+		}
+		return who
+	}
+	pair[0].waitFor("a leader", func() bool { return leader() >= 0 })
+	first := leader()
+	pair[first].waitFor("the leader in the middle of its scan", func() bool {
+		return pair[first].metric("dmarc_source_files_total", "source", "reports") >= 100
+	})
+	pair[first].cmd.Process.Kill()
+	pair[first].cmd.Wait()
+	if countFiles(done) >= moved {
+		t.Fatal("the leader finished before it was killed: the takeover is not tested")
+	}
+	other := pair[1-first]
+	other.waitFor("the other exporter to take the source over", func() bool { return leader() == 1-first })
+	other.waitFor("every report counted", func() bool { return countsOf(t, other) == want })
+	other.waitFor("every file moved", func() bool { return countFiles(done) == moved })
+	if left := countFiles(src); left+moved != files {
+		t.Errorf("%d files left in the source and %d moved, of %d", left, moved, files)
+	}
+	again := startExporter(t, append(args, "--storage.path="+t.TempDir())...)
+	if got := countsOf(t, again); got != want {
+		t.Errorf("the killed exporter, started again, serves other counters:\n%s", lineDiff(want, got))
+	}
+}
+
+// writeConfig writes a configuration file and returns its path.
+func writeConfig(t *testing.T, text string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "config.yml")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}

@@ -55,6 +55,10 @@ type server struct {
 	sources       *source.Metrics
 	pushMetrics   *history.PushMetrics
 	pushServed    sync.Once // the push metrics are served once remote write is on
+	// holder names this exporter in the leases of a shared archive;
+	// leaders says which sources it reads.
+	holder  string
+	leaders *prometheus.GaugeVec
 	reloadOK      prometheus.Gauge
 	reloadTime    prometheus.Gauge
 
@@ -124,6 +128,14 @@ func newServer(c *serveCmd, cfg *config.Config, resolvers []string, log *slog.Lo
 	s.reg.MustRegister(s.dns)
 	s.sources = source.NewMetrics(s.reg)
 	s.pushMetrics = history.NewPushMetrics()
+	if cfg.Archive.URL != "" {
+		s.holder = holderName()
+		s.leaders = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "dmarc_exporter_source_leader",
+			Help: "1 while this exporter holds the lease of a source in the shared archive and reads it, else 0: of the exporters sharing an archive, one reads each source.",
+		}, []string{"source"})
+		s.reg.MustRegister(s.leaders)
+	}
 	s.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "dmarc_exporter_config_last_reload_successful",
 		Help: "Whether the last configuration reload succeeded (1) or not (0).",
@@ -397,9 +409,18 @@ func (j *jobs) start(ctx context.Context, s *server, cfg *config.Config) {
 			Learned: s.store.Selectors, Interval: time.Duration(*cfg.DNS.Interval), Log: s.log}
 		j.goRun(func() { mon.Run(ctx) })
 	}
+	// On a shared archive, a source runs while this exporter holds its
+	// lease.
+	goSource := func(name string, run func(context.Context)) {
+		if cfg.Archive.URL == "" {
+			j.goRun(func() { run(ctx) })
+			return
+		}
+		j.goRun(func() { s.leased(ctx, name, time.Duration(cfg.Archive.LeaseTTL), run) })
+	}
 	for _, d := range cfg.Directories {
 		dir := source.NewDir(d, s.store, s.sources, s.log)
-		j.goRun(func() {
+		goSource(d.Name, func(ctx context.Context) {
 			if err := dir.Run(ctx); err != nil {
 				s.log.Error("source stopped", "input", d.Name, "err", err)
 			}
@@ -407,7 +428,7 @@ func (j *jobs) start(ctx context.Context, s *server, cfg *config.Config) {
 	}
 	for _, m := range cfg.IMAP {
 		mbox := source.NewIMAP(m, s.store, s.sources, s.log)
-		j.goRun(func() { mbox.Run(ctx) })
+		goSource(m.Name, func(ctx context.Context) { mbox.Run(ctx) })
 	}
 	if cfg.RemoteWrite.URL != "" {
 		if pusher, err := history.NewPusher(s.arc, cfg.RemoteWrite, s.pushMetrics, s.log); err != nil {
@@ -419,7 +440,7 @@ func (j *jobs) start(ctx context.Context, s *server, cfg *config.Config) {
 	}
 	for _, m := range append(slices.Clone(cfg.Mbox), cfg.Maildir...) {
 		mb := source.NewMailbox(m.Name, m.Path, time.Duration(m.RescanInterval), s.store, s.sources, s.log)
-		j.goRun(func() { mb.Run(ctx) })
+		goSource(m.Name, func(ctx context.Context) { mb.Run(ctx) })
 	}
 }
 
