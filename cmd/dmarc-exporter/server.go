@@ -57,10 +57,10 @@ type server struct {
 	pushServed    sync.Once // the push metrics are served once remote write is on
 	// holder names this exporter in the leases of a shared archive;
 	// leaders says which sources it reads.
-	holder  string
-	leaders *prometheus.GaugeVec
-	reloadOK      prometheus.Gauge
-	reloadTime    prometheus.Gauge
+	holder     string
+	leaders    *prometheus.GaugeVec
+	reloadOK   prometheus.Gauge
+	reloadTime prometheus.Gauge
 
 	reloadMu sync.Mutex // one reload at a time
 	jobs     jobs
