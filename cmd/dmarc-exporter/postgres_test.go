@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dmarc-exporter/dmarc-exporter/internal/testenv"
 )
@@ -96,7 +97,14 @@ func TestTwoExportersOnPostgres(t *testing.T) {
 // of its scan, the other takes the source over; in the end every file is
 // moved once, every report counted once: the survivor, and the killed one
 // started again, serve exactly what one exporter alone serves.
-func TestHAPairOnPostgres(t *testing.T) {
+func TestHAPairOnPostgres(t *testing.T) { testHAPair(t, false) }
+
+// TestHAPairDatabaseRestart: the same, with the database restarted in
+// the middle of the leader's scan instead: both exporters go on, and in
+// the end both serve exactly what one exporter alone serves.
+func TestHAPairDatabaseRestart(t *testing.T) { testHAPair(t, true) }
+
+func testHAPair(t *testing.T, restartDatabase bool) {
 	agg := filepath.Join(testdata, "corpus", "aggregate")
 	// What one exporter alone makes of the same files.
 	refSrc, refDone := t.TempDir(), t.TempDir()
@@ -136,6 +144,22 @@ func TestHAPairOnPostgres(t *testing.T) {
 	pair[first].waitFor("the leader in the middle of its scan", func() bool {
 		return pair[first].metric("dmarc_source_files_total", "source", "reports") >= 100
 	})
+	if restartDatabase {
+		pg.Stop(t)
+		if countFiles(done) >= moved {
+			t.Fatal("the leader finished before the database stopped: the restart is not tested")
+		}
+		time.Sleep(time.Second)
+		pg.Start(t)
+		for i, e := range pair {
+			e.waitFor(fmt.Sprintf("exporter %d to count every report after the restart", i), func() bool { return countsOf(t, e) == want })
+		}
+		pair[0].waitFor("every file moved", func() bool { return countFiles(done) == moved })
+		if left := countFiles(src); left+moved != files {
+			t.Errorf("%d files left in the source and %d moved, of %d", left, moved, files)
+		}
+		return
+	}
 	pair[first].cmd.Process.Kill()
 	pair[first].cmd.Wait()
 	if countFiles(done) >= moved {
