@@ -17,8 +17,9 @@ import (
 // archiveCmd is `dmarc-exporter archive stats|check|vacuum`: the archive
 // under --storage.path, for operators.
 type archiveCmd struct {
-	cmd, stats, check, vacuum *kingpin.CmdClause
-	storagePath               *string
+	cmd, stats, check, vacuum, copy *kingpin.CmdClause
+	storagePath                     *string
+	to                              *string
 }
 
 func newArchiveCmd(app *kingpin.Application) *archiveCmd {
@@ -27,6 +28,8 @@ func newArchiveCmd(app *kingpin.Application) *archiveCmd {
 	c.stats = c.cmd.Command("stats", "Print the archive's size, rows per table, and its oldest and newest report.")
 	c.check = c.cmd.Command("check", "Check the archive's integrity (SQLite integrity and foreign key checks); exit 1 on a problem.")
 	c.vacuum = c.cmd.Command("vacuum", "Rebuild the archive to give back the space of deleted reports (writes wait meanwhile).")
+	c.copy = c.cmd.Command("copy", "Copy the SQLite archive into a new PostgreSQL archive (stop the exporter first), to move to PostgreSQL.")
+	c.to = c.copy.Flag("to", "The PostgreSQL archive: postgres://user@host:port/database (empty).").Required().String()
 	return c
 }
 
@@ -52,6 +55,22 @@ func (c *archiveCmd) run(cmd string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		fmt.Fprintf(stdout, "archive %s is sound\n", arc.Path())
+	case c.copy.FullCommand():
+		dst, err := archive.OpenURL(*c.to)
+		if err != nil {
+			fmt.Fprintf(stderr, "dmarc-exporter: %v\n", err)
+			return 1
+		}
+		defer dst.Close()
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "rows\ttable\t")
+		err = arc.CopyTo(ctx, dst, func(table string, rows int64) { fmt.Fprintf(tw, "%d\t%s\t\n", rows, table) })
+		tw.Flush()
+		if err != nil {
+			fmt.Fprintf(stderr, "dmarc-exporter: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "copied %s into %s: set archive.url to it\n", arc.Path(), *c.to)
 	case c.vacuum.FullCommand():
 		before, _ := arc.Stats(ctx)
 		if err := arc.Vacuum(ctx); err != nil {

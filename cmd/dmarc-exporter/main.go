@@ -56,7 +56,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return parse.run(*resolvers, stdout, stderr)
 	case check.cmd.FullCommand():
 		return check.run(*resolvers, stdout, stderr)
-	case arc.stats.FullCommand(), arc.check.FullCommand(), arc.vacuum.FullCommand():
+	case arc.stats.FullCommand(), arc.check.FullCommand(), arc.vacuum.FullCommand(), arc.copy.FullCommand():
 		return arc.run(cmd, stdout, stderr)
 	case reports.list.FullCommand(), reports.show.FullCommand():
 		return reports.run(cmd, stdout, stderr)

@@ -187,3 +187,45 @@ func writeConfig(t *testing.T, text string) string {
 	}
 	return path
 }
+
+// TestArchiveCopy: an SQLite archive copied into PostgreSQL with `archive
+// copy` serves, under archive.url, exactly the counters and reports it
+// did, and reads nothing again.
+func TestArchiveCopy(t *testing.T) {
+	e, storage := startCorpus(t)
+	want := countsOf(t, e)
+	var wantReports struct {
+		Total int `json:"total"`
+	}
+	getJSON(t, e.url+"/api/v1/reports", &wantReports)
+	e.stop()
+	pg := testenv.StartPostgres(t)
+	var out, errOut bytes.Buffer
+	if status := run([]string{"archive", "--storage.path=" + storage, "copy", "--to=" + pg.URL}, &out, &errOut); status != 0 ||
+		!strings.Contains(out.String(), "aggregate_records") {
+		t.Fatalf("archive copy: status %d\n%s%s", status, out.String(), errOut.String())
+	}
+	// A second copy into the same database is refused.
+	if status := run([]string{"archive", "--storage.path=" + storage, "copy", "--to=" + pg.URL}, &out, &errOut); status == 0 {
+		t.Error("a copy into a used archive was not refused")
+	}
+	cfg := "failure_samples: 100\narchive:\n  url: " + fmt.Sprintf("%q", pg.URL) + "\ndirectories:\n"
+	for _, d := range corpusDirs() {
+		cfg += fmt.Sprintf("  - path: %q\n", d)
+	}
+	moved := startExporter(t, "--config.file="+writeConfig(t, cfg), "--storage.path="+t.TempDir(), "--metrics.new-series-delay=0s")
+	moved.waitScans(1, corpusDirs()...)
+	if got := countsOf(t, moved); got != want {
+		t.Errorf("after the copy the counters differ:\n%s", lineDiff(want, got))
+	}
+	if n := moved.metric("dmarc_source_files_total", "outcome", "ingested"); n != 0 {
+		t.Errorf("after the copy %v files were read again", n)
+	}
+	var reports struct {
+		Total int `json:"total"`
+	}
+	getJSON(t, moved.url+"/api/v1/reports", &reports)
+	if reports.Total != wantReports.Total {
+		t.Errorf("after the copy the explorer lists %d reports, before %d", reports.Total, wantReports.Total)
+	}
+}
