@@ -137,7 +137,16 @@ func (s *Store) visit(fn func(f *family, v float64, labelValues ...string)) {
 			monitored[d] = true
 		}
 	}
-	shown := func(domain string) bool { return monitored == nil || monitored[domain] }
+	var shard map[string]bool
+	if len(s.opts.Shard) > 0 {
+		shard = make(map[string]bool, len(s.opts.Shard))
+		for _, d := range s.opts.Shard {
+			shard[d] = true
+		}
+	}
+	shown := func(domain string) bool {
+		return (monitored == nil || monitored[domain]) && (shard == nil || shard[domain])
+	}
 	now := s.opts.Now()
 
 	labels := make([]string, 0, 8)
@@ -154,6 +163,9 @@ func (s *Store) visit(fn func(f *family, v float64, labelValues ...string)) {
 			fn(f, s.served(f, key, v, now), labels...)
 		}
 		for _, lv := range s.precreated(f, monitored) {
+			if byDomain && !shown(lv[0]) {
+				continue
+			}
 			if !s.live.has(f, seriesKey(lv...)) {
 				fn(f, 0, lv...)
 			}

@@ -59,6 +59,10 @@ type Options struct {
 	// NewSeriesDelay is how long a new counter series is served at 0
 	// (fresh.go); 0 serves values at once.
 	NewSeriesDelay time.Duration
+	// Shard, when set, are the domains whose series this exporter serves
+	// (one shard of several sharing an archive); the others are counted
+	// and saved, not served.
+	Shard []string
 	Now            func() time.Time
 	Logger         *slog.Logger
 }

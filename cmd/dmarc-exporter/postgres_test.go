@@ -90,6 +90,23 @@ func TestTwoExportersOnPostgres(t *testing.T) {
 			t.Errorf("shard %d serves other counters than one exporter reading both sources:\n%s", i, lineDiff(want, got))
 		}
 	}
+	// A shard told to serve one domain serves its series only.
+	d := t.TempDir()
+	cfg := filepath.Join(d, "config.yml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("archive:\n  url: %q\ndirectories:\n  - path: %q\n", pg.URL, t.TempDir())), 0o644)
+	one = startExporter(t, "--config.file="+cfg, "--storage.path="+filepath.Join(d, "data"), "--metrics.new-series-delay=0s",
+		"--shard.domain=marketdojo.com")
+	domains := map[string]bool{}
+	for _, m := range one.families()["dmarc_messages_total"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "domain" {
+				domains[l.GetValue()] = true
+			}
+		}
+	}
+	if len(domains) != 1 || !domains["marketdojo.com"] {
+		t.Errorf("the shard of marketdojo.com serves the domains %v", domains)
+	}
 }
 
 // TestHAPairOnPostgres: two exporters on one configuration and one

@@ -39,6 +39,7 @@ type serveCmd struct {
 	newSeriesDelay  *time.Duration
 	asnDatabase     *string
 	countryDB       *string
+	shard           *[]string
 	webFlags        *web.FlagConfig
 	logConfig       *promslog.Config
 }
@@ -57,6 +58,7 @@ func newServeCmd(app *kingpin.Application) *serveCmd {
 	c.newSeriesDelay = c.cmd.Flag("metrics.new-series-delay", "Serve a new counter series at 0 this long before its value, so that increase() counts its first report; at least the scrape interval.").Default("2m").Duration()
 	c.asnDatabase = c.cmd.Flag("senders.asn-database", "MaxMind-format ASN database (GeoLite2-ASN, DB-IP ASN Lite, IPinfo Lite), instead of senders.asn_database.").String()
 	c.countryDB = c.cmd.Flag("senders.country-database", "MaxMind-format country database, instead of senders.country_database.").String()
+	c.shard = c.cmd.Flag("shard.domain", "Serve only this domain's series (repeatable): one shard of several exporters sharing a PostgreSQL archive. Default: every domain.").Strings()
 	c.webFlags = kingpinflag.AddFlags(c.cmd, defaultListenAddress)
 	c.logConfig = &promslog.Config{}
 	promslogflag.AddFlags(app, c.logConfig)

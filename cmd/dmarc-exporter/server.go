@@ -106,6 +106,7 @@ func newServer(c *serveCmd, cfg *config.Config, resolvers []string, log *slog.Lo
 		FailureSamples:    cfg.FailureSamples,
 		ExpectedReporters: cfg.ExpectedReporters,
 		NewSeriesDelay:    *c.newSeriesDelay,
+		Shard:             normalizeDomains(*c.shard),
 		Enricher:          enricher,
 		Logger:            log,
 	})
@@ -483,6 +484,15 @@ func expire(ctx context.Context, arc *archive.Archive, retention time.Duration, 
 		case <-time.After(expireEvery):
 		}
 	}
+}
+
+// normalizeDomains writes domains as the domain labels do.
+func normalizeDomains(domains []string) []string {
+	out := make([]string, 0, len(domains))
+	for _, d := range domains {
+		out = append(out, config.NormalizeDomain(d))
+	}
+	return out
 }
 
 // refresh takes in, every interval, what other exporters sharing the
