@@ -62,9 +62,9 @@ type Options struct {
 	// Shard, when set, are the domains whose series this exporter serves
 	// (one shard of several sharing an archive); the others are counted
 	// and saved, not served.
-	Shard []string
-	Now            func() time.Time
-	Logger         *slog.Logger
+	Shard  []string
+	Now    func() time.Time
+	Logger *slog.Logger
 }
 
 // Store is the counted state: live counters served to Prometheus and a
