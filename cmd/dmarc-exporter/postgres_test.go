@@ -2,12 +2,16 @@ package main
 
 import (
 	"bytes"
+	"database/sql"
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // the pgx database/sql driver, to look into the archive
 
 	"github.com/dmarc-exporter/dmarc-exporter/internal/testenv"
 )
@@ -244,5 +248,70 @@ func TestArchiveCopy(t *testing.T) {
 	getJSON(t, moved.url+"/api/v1/reports", &reports)
 	if reports.Total != wantReports.Total {
 		t.Errorf("after the copy the explorer lists %d reports, before %d", reports.Total, wantReports.Total)
+	}
+}
+
+// TestHAPairAlertsOnce: a real Prometheus scrapes both exporters of a
+// pair, with the shipped rules loaded: a silent reporter raises one
+// DMARCReporterSilent alert, not one per exporter.
+func TestHAPairAlertsOnce(t *testing.T) {
+	agg := filepath.Join(testdata, "corpus", "aggregate")
+	pg := testenv.StartPostgres(t)
+	cfg := writeConfig(t, fmt.Sprintf("archive:\n  url: %q\n  refresh_interval: 1s\n  lease_ttl: 3s\ndirectories:\n  - path: %q\n", pg.URL, agg))
+	args := []string{"--config.file=" + cfg, "--metrics.new-series-delay=0s"}
+	e := startExporter(t, append(args, "--storage.path="+t.TempDir())...)
+	e.waitScans(1, agg)
+	e.stop()
+
+	// A daily reporter last heard of five days ago.
+	db, err := sql.Open("pgx", pg.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	last := time.Now().Add(-5 * 24 * time.Hour)
+	ends := fmt.Sprintf("[%d,%d,%d]", last.Add(-48*time.Hour).Unix(), last.Add(-24*time.Hour).Unix(), last.Unix())
+	if res, err := db.Exec("UPDATE reporters SET last_received = $1, ends = $2 WHERE domain = 'marketdojo.com' AND reporter = 'google.com'",
+		last.Unix(), ends); err != nil {
+		t.Fatal(err)
+	} else if n, _ := res.RowsAffected(); n != 1 {
+		t.Fatal("no reporter google.com for marketdojo.com in the archive")
+	}
+
+	pair := []*exporter{startExporter(t, append(args, "--storage.path="+t.TempDir())...), startExporter(t, append(args, "--storage.path="+t.TempDir())...)}
+	for _, e := range pair {
+		e.waitFor("the silent reporter", func() bool {
+			return e.metric("dmarc_reporter_silent", "domain", "marketdojo.com", "reporter", "google.com") == 1
+		})
+	}
+	// The shipped rules, with their `for:` shortened: the test cannot wait an hour.
+	rules, err := os.ReadFile("../../rules/dmarc.rules.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "rules.yml"), regexp.MustCompile(`(?m)^(\s+for:) \S+$`).ReplaceAll(rules, []byte("$1 1s")), 0o644)
+	os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(fmt.Sprintf(`global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+rule_files: [%s]
+scrape_configs:
+  - job_name: dmarc
+    static_configs:
+      - targets: [%q, %q]
+`, filepath.Join(dir, "rules.yml"), strings.TrimPrefix(pair[0].url, "http://"), strings.TrimPrefix(pair[1].url, "http://"))), 0o644)
+	prom := testenv.StartPrometheus(t, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "tsdb"))
+	query := `ALERTS{alertname="DMARCReporterSilent",alertstate="firing",domain="marketdojo.com",reporter="google.com"}`
+	var res []testenv.QueryResult
+	pair[0].waitFor("the alert", func() bool {
+		res, err = prom.Query(query, time.Now())
+		return err == nil && len(res) > 0
+	})
+	time.Sleep(3 * time.Second) // a few more evaluations: a second alert would show
+	if res, err = prom.Query(query, time.Now()); err != nil || len(res) != 1 {
+		t.Fatalf("%d DMARCReporterSilent alerts for one silent reporter (%v): %v", len(res), err, res)
+	}
+	if inst, ok := res[0].Labels["instance"]; ok {
+		t.Errorf("the alert names one exporter, %s", inst)
 	}
 }
