@@ -315,3 +315,76 @@ scrape_configs:
 		t.Errorf("the alert names one exporter, %s", inst)
 	}
 }
+
+// TestHAPairIMAP: two exporters on one Dovecot mailbox and one
+// PostgreSQL archive. The one draining the mailbox is killed in the
+// middle of it; the other takes the mailbox over; in the end every mail
+// is moved out of the inbox once and every report counted once, as one
+// exporter reading the same mails counts them.
+func TestHAPairIMAP(t *testing.T) {
+	mails := filepath.Join(testdata, "corpus", "email")
+	const copies = 8
+	refDir := t.TempDir()
+	n := copyTree(t, refDir, copies, mails)
+	ref := startExporter(t, "--source.dir="+refDir, "--storage.path="+t.TempDir(), "--metrics.new-series-delay=0s")
+	ref.waitScans(1, refDir)
+	want := countsOf(t, ref)
+	ref.stop()
+
+	d := testenv.StartDovecot(t, testenv.DovecotOptions{Users: map[string]string{"rua": "pw"}})
+	files, _ := filepath.Glob(filepath.Join(refDir, "*"))
+	for _, f := range files {
+		d.AppendFile(t, "rua", "pw", "INBOX", f)
+	}
+	pg := testenv.StartPostgres(t)
+	pw := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(pw, []byte("pw\n"), 0o600)
+	_, port, _ := strings.Cut(d.IMAPAddr, ":")
+	cfg := writeConfig(t, fmt.Sprintf(`archive:
+  url: %q
+  refresh_interval: 1s
+  lease_ttl: 3s
+imap:
+  - name: rua
+    host: localhost
+    port: %s
+    tls: starttls
+    ca_file: %s
+    username: rua
+    password_file: %s
+    archive_folder: Archive
+    invalid_folder: Invalid
+    batch_size: 10
+`, pg.URL, port, d.CAFile, pw))
+	args := []string{"--config.file=" + cfg, "--metrics.new-series-delay=0s"}
+	pair := []*exporter{startExporter(t, append(args, "--storage.path="+t.TempDir())...), startExporter(t, append(args, "--storage.path="+t.TempDir())...)}
+	leader := func() int {
+		who := -1
+		for i, e := range pair {
+			if e.cmd.ProcessState == nil && e.metric("dmarc_exporter_source_leader", "source", "rua") == 1 {
+				if who >= 0 {
+					t.Fatal("both exporters read the mailbox at once")
+				}
+				who = i
+			}
+		}
+		return who
+	}
+	pair[0].waitFor("a leader", func() bool { return leader() >= 0 })
+	first := leader()
+	pair[first].waitFor("the leader in the middle of the mailbox", func() bool {
+		return pair[first].metric("dmarc_imap_messages_moved_total", "source", "rua") >= 20
+	})
+	pair[first].cmd.Process.Kill()
+	pair[first].cmd.Wait()
+	if left := d.Count(t, "rua", "pw", "INBOX"); left == 0 {
+		t.Fatal("the leader emptied the mailbox before it was killed: the takeover is not tested")
+	}
+	other := pair[1-first]
+	other.waitFor("the other exporter to take the mailbox over", func() bool { return leader() == 1-first })
+	other.waitFor("the inbox drained", func() bool { return d.Count(t, "rua", "pw", "INBOX") == 0 })
+	if moved := d.Count(t, "rua", "pw", "Archive") + d.Count(t, "rua", "pw", "Invalid"); moved != n {
+		t.Errorf("%d mails moved out of the inbox, of %d: a mail was moved twice or lost", moved, n)
+	}
+	other.waitFor("every report counted", func() bool { return countsOf(t, other) == want })
+}

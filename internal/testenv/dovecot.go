@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 )
 
@@ -434,4 +435,22 @@ func (d *Dovecot) AppendFile(t testing.TB, user, password, mailbox, path string)
 	if _, err := cmd.Wait(); err != nil {
 		t.Fatalf("append %s: %v", path, err)
 	}
+}
+
+// Count is the number of messages in a mailbox of user.
+func (d *Dovecot) Count(t testing.TB, user, password, mailbox string) int {
+	t.Helper()
+	c, err := imapclient.DialInsecure(d.IMAPAddr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Login(user, password).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.Status(mailbox, &imap.StatusOptions{NumMessages: true}).Wait()
+	if err != nil {
+		return 0 // no such mailbox yet
+	}
+	return int(*st.NumMessages)
 }
