@@ -4,8 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/dmarc-exporter/dmarc-exporter/report"
@@ -172,7 +172,7 @@ func (a *Archive) Apply(b *Batch) error {
 	if err != nil {
 		return fmt.Errorf("archive: begin: %w", err)
 	}
-	if err := apply(ctx, tx, b); err != nil {
+	if err := apply(ctx, tx, b, !a.postgres); err != nil {
 		tx.Rollback()
 		return fmt.Errorf("archive: %w", err)
 	}
@@ -182,13 +182,19 @@ func (a *Archive) Apply(b *Batch) error {
 	return nil
 }
 
-// stmts prepares statements once per transaction.
+// stmts prepares statements once per transaction (SQLite); pgx caches
+// them per connection itself, where preparing them again in each
+// transaction would cost a round trip each (PostgreSQL).
 type stmts struct {
-	tx *sql.Tx
-	m  map[string]*sql.Stmt
+	tx      *sql.Tx
+	m       map[string]*sql.Stmt
+	prepare bool
 }
 
 func (s *stmts) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if !s.prepare {
+		return s.tx.ExecContext(ctx, query, args...)
+	}
 	st, ok := s.m[query]
 	if !ok {
 		var err error
@@ -206,8 +212,8 @@ func (s *stmts) close() {
 	}
 }
 
-func apply(ctx context.Context, tx *sql.Tx, b *Batch) error {
-	s := &stmts{tx: tx, m: map[string]*sql.Stmt{}}
+func apply(ctx context.Context, tx *sql.Tx, b *Batch, prepare bool) error {
+	s := &stmts{tx: tx, m: map[string]*sql.Stmt{}, prepare: prepare}
 	defer s.close()
 	for _, in := range b.Inputs {
 		if _, err := s.exec(ctx, `INSERT INTO inputs (path, source, mark, refused, reason, error, read_at) VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -332,16 +338,23 @@ func insertAggregate(ctx context.Context, s *stmts, r *Aggregate) error {
 	// was deleted (SQLite would reuse its rowid): the remote-write
 	// watermark counts on numbers only growing. meta's last_report_id
 	// remembers the highest given.
-	var newest, given int64
+	// The meta row is updated in place (a row lock where exporters share
+	// a PostgreSQL archive), so two exporters never take the same number.
+	var newest int64
 	if err := s.tx.QueryRowContext(ctx, "SELECT coalesce(max(id), 0) FROM aggregate_reports").Scan(&newest); err != nil {
 		return err
 	}
-	var last sql.NullString
-	if err := s.tx.QueryRowContext(ctx, "SELECT value FROM meta WHERE key = 'last_report_id'").Scan(&last); err != nil && !errors.Is(err, sql.ErrNoRows) {
+	var given string
+	if err := s.tx.QueryRowContext(ctx, `INSERT INTO meta (key, value) VALUES ('last_report_id', CAST(CAST(?1 AS BIGINT) + 1 AS TEXT))
+		ON CONFLICT (key) DO UPDATE SET value = CAST(CASE WHEN CAST(meta.value AS BIGINT) >= CAST(?1 AS BIGINT)
+			THEN CAST(meta.value AS BIGINT) + 1 ELSE CAST(?1 AS BIGINT) + 1 END AS TEXT)
+		RETURNING value`, newest).Scan(&given); err != nil {
 		return err
 	}
-	fmt.Sscan(last.String, &given)
-	id := max(newest, given) + 1
+	id, err := strconv.ParseInt(given, 10, 64)
+	if err != nil {
+		return fmt.Errorf("meta last_report_id %q: %w", given, err)
+	}
 	if _, err := s.exec(ctx, `INSERT INTO aggregate_reports (id, identity, domain, reporter, org_name, email, extra_contact_info, report_id,
 		begin_time, end_time, errors, generator, version, namespace, policy_domain, adkim, aspf, p, sp, np, pct, fo, testing,
 		discovery_method, extensions, records, records_kept, invalid_records, messages, failed_messages, source, input, received, raw,
@@ -353,10 +366,6 @@ func insertAggregate(ctx context.Context, s *stmts, r *Aggregate) error {
 		pct, h.Policy.FO, string(h.Policy.Testing), string(h.Policy.DiscoveryMethod), jsonText(h.Extensions),
 		r.RecordCount, len(r.Records), r.InvalidRecords, int64(r.Messages), int64(r.FailedMessages), r.Source, r.Input, r.Received.Unix(), r.Raw,
 		status[RecordPassed], status[RecordPartial], status[RecordFailed]); err != nil {
-		return err
-	}
-	if _, err := s.exec(ctx, `INSERT INTO meta (key, value) VALUES ('last_report_id', ?)
-		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, fmt.Sprint(id)); err != nil {
 		return err
 	}
 	for n, rec := range r.Records {

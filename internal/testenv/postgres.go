@@ -23,6 +23,9 @@ type Postgres struct {
 	Dir  string
 	Addr string
 
+	// Durable keeps fsync on (benchmarks); tests run without it.
+	Durable bool
+
 	bin  string
 	cred *syscall.Credential
 	cmd  *exec.Cmd
@@ -49,7 +52,13 @@ func PostgresBinDir() string {
 // and removes. It skips the test only when PostgreSQL is not installed,
 // and fails instead under `make test` (DMARC_EXPORTER_REQUIRE_POSTGRES=1),
 // which installs it.
-func StartPostgres(t testing.TB) *Postgres {
+func StartPostgres(t testing.TB) *Postgres { return startPostgres(t, false) }
+
+// StartPostgresDurable is StartPostgres with fsync on, as in production:
+// for benchmarks.
+func StartPostgresDurable(t testing.TB) *Postgres { return startPostgres(t, true) }
+
+func startPostgres(t testing.TB, durable bool) *Postgres {
 	t.Helper()
 	bin := PostgresBinDir()
 	if bin == "" {
@@ -65,7 +74,7 @@ func StartPostgres(t testing.TB) *Postgres {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	p := &Postgres{Dir: dir, bin: bin, Addr: FreeAddr(t), logs: &SyncBuffer{}}
+	p := &Postgres{Dir: dir, bin: bin, Addr: FreeAddr(t), logs: &SyncBuffer{}, Durable: durable}
 	if os.Geteuid() == 0 {
 		u, err := user.Lookup("postgres")
 		if err != nil {
@@ -108,8 +117,12 @@ func (p *Postgres) command(name string, args ...string) *exec.Cmd {
 func (p *Postgres) Start(t testing.TB) {
 	t.Helper()
 	host, port, _ := net.SplitHostPort(p.Addr)
+	fsync := "off"
+	if p.Durable {
+		fsync = "on"
+	}
 	p.cmd = p.command("postgres", "-D", filepath.Join(p.Dir, "data"), "-p", port, "-k", p.Dir,
-		"-c", "listen_addresses="+host, "-c", "fsync=off", "-c", "max_connections=100")
+		"-c", "listen_addresses="+host, "-c", "fsync="+fsync, "-c", "max_connections=100")
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
