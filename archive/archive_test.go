@@ -2,6 +2,7 @@ package archive
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -191,8 +192,21 @@ func TestApply(t *testing.T) {
 		t.Errorf("totals %d and %d reports after a failed batch, want 2 and 2", total, reports)
 	}
 
+	// A report whose identity is known already, counted meanwhile by
+	// another exporter sharing the archive, writes nothing.
+	if err := a.Apply(testBatch("r2")); !errors.Is(err, ErrCountedElsewhere) {
+		t.Errorf("a batch of a report known already: %v", err)
+	}
+	a.h().r.QueryRow("SELECT value FROM totals").Scan(&total)
+	if total != 2 {
+		t.Errorf("a refused batch wrote its totals: %d", total)
+	}
+
 	// A report counted again once its identity was forgotten replaces
 	// its earlier copy.
+	if _, err := a.h().w.Exec("DELETE FROM report_identities WHERE identity = 'r1'"); err != nil {
+		t.Fatal(err)
+	}
 	if err := a.Apply(testBatch("r1")); err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -30,6 +31,11 @@ type Batch struct {
 	DNSLog    []DNSChange
 	Meta      map[string]string // meta keys to set
 }
+
+// ErrCountedElsewhere: a report of the batch was counted meanwhile by
+// another exporter sharing the archive. Nothing of the batch is written;
+// its input is to be read again, which finds the report known.
+var ErrCountedElsewhere = errors.New("counted meanwhile by another exporter sharing the archive")
 
 // LabelSep joins the label values of a series in Batch.Totals: 0xff is
 // never part of UTF-8 text, which every label value is.
@@ -229,9 +235,13 @@ func apply(ctx context.Context, tx *sql.Tx, b *Batch, prepare bool) error {
 		}
 	}
 	for _, id := range b.Identities {
-		if _, err := s.exec(ctx, "INSERT INTO report_identities (identity, first_seen) VALUES (?, ?) ON CONFLICT DO NOTHING",
-			id.ID, id.FirstSeen.Unix()); err != nil {
+		res, err := s.exec(ctx, "INSERT INTO report_identities (identity, first_seen) VALUES (?, ?) ON CONFLICT DO NOTHING",
+			id.ID, id.FirstSeen.Unix())
+		if err != nil {
 			return fmt.Errorf("report identity: %w", err)
+		}
+		if n, err := res.RowsAffected(); err == nil && n == 0 {
+			return fmt.Errorf("report %s: %w", id.ID, ErrCountedElsewhere)
 		}
 	}
 	for _, r := range b.Aggregates {

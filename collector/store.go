@@ -10,6 +10,7 @@
 package collector
 
 import (
+	"errors"
 	"log/slog"
 	"maps"
 	"path/filepath"
@@ -284,13 +285,22 @@ func (s *Store) Commit() error {
 		if err := s.arc.Apply(ab); err != nil {
 			s.mu.Lock()
 			defer s.mu.Unlock()
-			// The inputs not written go back before those staged meanwhile.
-			rest := append(queue[i:len(queue):len(queue)], s.queue...)
+			// The inputs not written go back before those staged meanwhile;
+			// one whose report another exporter counted meanwhile is
+			// dropped, to be read again (its sources move nothing this
+			// time): then the report is known.
+			rest := queue[i:len(queue):len(queue)]
+			if errors.Is(err, archive.ErrCountedElsewhere) {
+				rest = rest[1:]
+				s.opts.Logger.Info("another exporter sharing the archive counted a report of this input meanwhile: it is read again", "err", err)
+			} else {
+				s.saveErrors++
+			}
+			rest = append(rest, s.queue...)
 			s.queue, s.pending, s.committing = nil, newBatch(), nil
 			for _, r := range rest {
 				s.enqueue(r)
 			}
-			s.saveErrors++
 			return err
 		}
 		s.mu.Lock()

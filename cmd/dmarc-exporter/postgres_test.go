@@ -388,3 +388,42 @@ imap:
 	}
 	other.waitFor("every report counted", func() bool { return countsOf(t, other) == want })
 }
+
+// TestOverlappingShards: two exporters on one PostgreSQL archive read the
+// same reports at the same time through sources of their own: each
+// report is counted once (the archive refuses a report another exporter
+// counted meanwhile, and its input is read again, as a duplicate).
+func TestOverlappingShards(t *testing.T) {
+	agg := filepath.Join(testdata, "corpus", "aggregate")
+	src := t.TempDir()
+	copyTree(t, src, 5, agg)
+	one := startExporter(t, "--source.dir="+src, "--storage.path="+t.TempDir(), "--metrics.new-series-delay=0s")
+	one.waitScans(1, src)
+	messages := func(e *exporter) string {
+		var out []string
+		for _, l := range strings.Split(countsOf(t, e), "\n") {
+			if strings.HasPrefix(l, "dmarc_messages_total{") {
+				out = append(out, l)
+			}
+		}
+		return strings.Join(out, "\n")
+	}
+	want := messages(one)
+	one.stop()
+
+	pg := testenv.StartPostgres(t)
+	var shards []*exporter
+	for _, name := range []string{"a", "b"} {
+		cfg := writeConfig(t, fmt.Sprintf("archive:\n  url: %q\n  refresh_interval: 1s\ndirectories:\n  - name: %s\n    path: %q\n    rescan_interval: 2s\n", pg.URL, name, src))
+		shards = append(shards, startExporter(t, "--config.file="+cfg, "--storage.path="+t.TempDir(), "--metrics.new-series-delay=0s"))
+	}
+	for i, e := range shards {
+		e.waitScans(1, []string{"a", "b"}[i])
+	}
+	for i, e := range shards {
+		e.waitFor("the other's counts", func() bool { return messages(e) == want })
+		if got := messages(e); got != want {
+			t.Errorf("shard %d counts messages differently from one exporter:\n%s", i, lineDiff(want, got))
+		}
+	}
+}
