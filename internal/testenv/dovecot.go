@@ -421,14 +421,8 @@ func (d *Dovecot) AppendFile(t testing.TB, user, password, mailbox, path string)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := imapclient.DialInsecure(d.IMAPAddr, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := d.login(t, user, password)
 	defer c.Close()
-	if err := c.Login(user, password).Wait(); err != nil {
-		t.Fatal(err)
-	}
 	cmd := c.Append(mailbox, int64(len(data)), nil)
 	cmd.Write(data)
 	cmd.Close()
@@ -440,17 +434,25 @@ func (d *Dovecot) AppendFile(t testing.TB, user, password, mailbox, path string)
 // Count is the number of messages in a mailbox of user.
 func (d *Dovecot) Count(t testing.TB, user, password, mailbox string) int {
 	t.Helper()
-	c, err := imapclient.DialInsecure(d.IMAPAddr, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := d.login(t, user, password)
 	defer c.Close()
-	if err := c.Login(user, password).Wait(); err != nil {
-		t.Fatal(err)
-	}
 	st, err := c.Status(mailbox, &imap.StatusOptions{NumMessages: true}).Wait()
 	if err != nil {
 		return 0 // no such mailbox yet
 	}
 	return int(*st.NumMessages)
+}
+
+// login connects to the plain port as user.
+func (d *Dovecot) login(t testing.TB, user, password string) *imapclient.Client {
+	t.Helper()
+	c, err := imapclient.DialInsecure(d.IMAPAddr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Login(user, password).Wait(); err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	return c
 }
