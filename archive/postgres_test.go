@@ -141,39 +141,76 @@ func TestPostgresParity(t *testing.T) {
 }
 
 // TestLeases: one holder at a time, renewed by its holder, taken over
-// once expired; on both engines.
+// once expired: on SQLite with the exporter's clock, on PostgreSQL with
+// the database's.
 func TestLeases(t *testing.T) {
+	ctx := context.Background()
+	a := openTest(t, t.TempDir())
+	now := time.Unix(1700000000, 0)
+	take := func(a *Archive, holder string, at time.Duration, ttl time.Duration) bool {
+		ok, err := a.TakeLease(ctx, "source:rua", holder, now.Add(at), ttl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	for _, s := range []struct {
+		holder string
+		at     time.Duration
+		want   bool
+	}{
+		{"a", 0, true}, {"b", time.Second, false}, {"a", 5 * time.Second, true}, // renewed to 15s
+		{"b", 12 * time.Second, false}, {"b", 16 * time.Second, true}, {"a", 17 * time.Second, false},
+	} {
+		if got := take(a, s.holder, s.at, 10*time.Second); got != s.want {
+			t.Errorf("sqlite: %s at %v: %v, want %v", s.holder, s.at, got, s.want)
+		}
+	}
+	if err := a.DropLease(ctx, "source:rua", "b"); err != nil || !take(a, "a", 18*time.Second, 10*time.Second) {
+		t.Errorf("sqlite: a lease given up is not free (%v)", err)
+	}
+
 	pg := testenv.StartPostgres(t)
 	p, err := OpenURL(pg.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	for name, a := range map[string]*Archive{"sqlite": openTest(t, t.TempDir()), "postgres": p} {
-		ctx := context.Background()
-		now := time.Unix(1700000000, 0)
-		take := func(holder string, at time.Duration) bool {
-			ok, err := a.TakeLease(ctx, "source:rua", holder, now.Add(at), 10*time.Second)
-			if err != nil {
-				t.Fatalf("%s: %v", name, err)
-			}
-			return ok
-		}
-		steps := []struct {
-			holder string
-			at     time.Duration
-			want   bool
-		}{
-			{"a", 0, true}, {"b", time.Second, false}, {"a", 5 * time.Second, true}, // renewed to 15s
-			{"b", 12 * time.Second, false}, {"b", 16 * time.Second, true}, {"a", 17 * time.Second, false},
-		}
-		for _, s := range steps {
-			if got := take(s.holder, s.at); got != s.want {
-				t.Errorf("%s: %s at %v: %v, want %v", name, s.holder, s.at, got, s.want)
-			}
-		}
-		if err := a.DropLease(ctx, "source:rua", "b"); err != nil || !take("a", 18*time.Second) {
-			t.Errorf("%s: a lease given up is not free (%v)", name, err)
-		}
+	// The exporters' clocks do not matter: b's is a day ahead.
+	if !take(p, "a", 0, 500*time.Millisecond) || take(p, "b", 24*time.Hour, 500*time.Millisecond) || !take(p, "a", 0, 500*time.Millisecond) {
+		t.Error("postgres: a lease is not held by one holder against another's clock")
+	}
+	time.Sleep(600 * time.Millisecond)
+	if !take(p, "b", 0, 500*time.Millisecond) || take(p, "a", 0, 500*time.Millisecond) {
+		t.Error("postgres: an expired lease was not taken over")
+	}
+	if err := p.DropLease(ctx, "source:rua", "b"); err != nil || !take(p, "a", 0, time.Second) {
+		t.Errorf("postgres: a lease given up is not free (%v)", err)
+	}
+}
+
+// TestPostgresHostileText: text PostgreSQL refuses (a NUL byte, bytes not
+// in UTF-8), which anyone can put in a report or a file name, is stored
+// with U+FFFD instead, and found again by the same key.
+func TestPostgresHostileText(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	a, err := OpenURL(pg.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b := testBatch("hostile")
+	b.Inputs[0].Path = "/in/\xffbad\x00name"
+	b.TLS = []*TLS{{Identity: "t\x00", Reporter: "evil", Report: &report.TLSReport{OrganizationName: "Ev\x00il", ReportID: "x\xfe"},
+		Source: "src", Input: "/in/\xffbad\x00name"}}
+	if err := a.Apply(b); err != nil {
+		t.Fatalf("a batch with hostile text: %v", err)
+	}
+	if _, ok, err := a.Input("/in/\xffbad\x00name"); err != nil || !ok {
+		t.Errorf("the input is not found again by its path: %v %v", ok, err)
+	}
+	rows, _, err := a.TLSReports(context.Background(), ReportFilter{}, 0, 10)
+	if err != nil || len(rows) != 1 || rows[0].OrgName != "Ev\uFFFDil" {
+		t.Errorf("TLS report stored as %+v (%v)", rows, err)
 	}
 }
