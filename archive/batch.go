@@ -6,7 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/dmarc-exporter/dmarc-exporter/report"
@@ -234,6 +237,7 @@ func apply(ctx context.Context, tx *sql.Tx, b *Batch, prepare bool) error {
 			return fmt.Errorf("forget input %s: %w", p, err)
 		}
 	}
+	slices.SortFunc(b.Identities, func(x, y Identity) int { return strings.Compare(x.ID, y.ID) })
 	for _, id := range b.Identities {
 		res, err := s.exec(ctx, "INSERT INTO report_identities (identity, first_seen) VALUES (?, ?) ON CONFLICT DO NOTHING",
 			id.ID, id.FirstSeen.Unix())
@@ -272,17 +276,26 @@ func apply(ctx context.Context, tx *sql.Tx, b *Batch, prepare bool) error {
 			return fmt.Errorf("failure report of %s: %w", f.Input, err)
 		}
 	}
-	for family, series := range b.Totals {
-		for labels, v := range series {
+	// Rows are written in a fixed order, so that two exporters writing
+	// one PostgreSQL archive at once take their row locks in the same
+	// order and never deadlock.
+	for _, family := range slices.Sorted(maps.Keys(b.Totals)) {
+		series := b.Totals[family]
+		for _, labels := range slices.Sorted(maps.Keys(series)) {
 			if _, err := s.exec(ctx, `INSERT INTO totals (family, labels, value) VALUES (?, ?, ?)
-				ON CONFLICT (family, labels) DO UPDATE SET value = totals.value + excluded.value`, family, []byte(labels), int64(v)); err != nil {
+				ON CONFLICT (family, labels) DO UPDATE SET value = totals.value + excluded.value`, family, []byte(labels), int64(series[labels])); err != nil {
 				return fmt.Errorf("totals %s: %w", family, err)
 			}
 		}
 	}
 	for _, r := range b.Reporters {
+		// The newest of what this exporter and another sharing the
+		// archive saw (the ends are this exporter's view).
 		if _, err := s.exec(ctx, `INSERT INTO reporters (domain, reporter, last_end, last_received, ends) VALUES (?, ?, ?, ?, ?)
-			ON CONFLICT (domain, reporter) DO UPDATE SET last_end = excluded.last_end, last_received = excluded.last_received, ends = excluded.ends`,
+			ON CONFLICT (domain, reporter) DO UPDATE SET
+				last_end = CASE WHEN excluded.last_end > reporters.last_end THEN excluded.last_end ELSE reporters.last_end END,
+				last_received = CASE WHEN excluded.last_received > reporters.last_received THEN excluded.last_received ELSE reporters.last_received END,
+				ends = excluded.ends`,
 			r.Domain, r.Reporter, r.LastEnd, r.LastReceived, jsonText(r.Ends)); err != nil {
 			return fmt.Errorf("reporter %s: %w", r.Reporter, err)
 		}

@@ -54,8 +54,12 @@ func (a *Archive) CopyTo(ctx context.Context, dst *Archive, progress func(table 
 	}
 	for _, table := range copyTables {
 		var from, to int64
-		a.h().r.QueryRowContext(ctx, "SELECT count(*) FROM "+table).Scan(&from)
-		dst.h().r.QueryRowContext(ctx, "SELECT count(*) FROM "+table).Scan(&to)
+		if err := a.h().r.QueryRowContext(ctx, "SELECT count(*) FROM "+table).Scan(&from); err != nil {
+			return fmt.Errorf("archive copy: count %s: %w", table, err)
+		}
+		if err := dst.h().r.QueryRowContext(ctx, "SELECT count(*) FROM "+table).Scan(&to); err != nil {
+			return fmt.Errorf("archive copy: count %s in the copy: %w", table, err)
+		}
 		if from != to {
 			return fmt.Errorf("archive copy: %s has %d rows, the copy %d", table, from, to)
 		}

@@ -55,7 +55,10 @@ func (s *Store) Refresh() error {
 	fresh := totals{}
 	for f, series := range increments {
 		for key := range series {
-			if !s.live.has(f, key) {
+			// A series staged here and not saved yet is in the caps' sets
+			// already.
+			staged := s.pending.totals.has(f, key) || s.committing != nil && s.committing.totals.has(f, key)
+			if !s.live.has(f, key) && !staged {
 				if fresh[f] == nil {
 					fresh[f] = map[string]uint64{}
 				}

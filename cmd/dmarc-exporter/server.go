@@ -402,6 +402,15 @@ func (j *jobs) start(ctx context.Context, s *server, cfg *config.Config) {
 	defer j.mu.Unlock()
 	ctx, j.cancel = context.WithCancel(ctx)
 	j.goRun(func() { expire(ctx, s.arc, time.Duration(cfg.Archive.Retention), s.log) })
+	// On a shared archive, a source (and the remote-write pusher, which
+	// keeps its watermark there) runs while this exporter holds its lease.
+	goSource := func(name string, run func(context.Context)) {
+		if cfg.Archive.URL == "" {
+			j.goRun(func() { run(ctx) })
+			return
+		}
+		j.goRun(func() { s.leased(ctx, name, time.Duration(cfg.Archive.LeaseTTL), run) })
+	}
 	if cfg.Archive.URL != "" {
 		j.goRun(func() { refresh(ctx, s.store, time.Duration(cfg.Archive.RefreshInterval), s.log) })
 	}
@@ -409,15 +418,6 @@ func (j *jobs) start(ctx context.Context, s *server, cfg *config.Config) {
 		mon := &dnsmon.Monitor{Resolver: s.resolver, State: s.dns, Domains: cfg.Domains, Selectors: cfg.DNS.DKIMSelectors,
 			Learned: s.store.Selectors, Interval: time.Duration(*cfg.DNS.Interval), Log: s.log}
 		j.goRun(func() { mon.Run(ctx) })
-	}
-	// On a shared archive, a source runs while this exporter holds its
-	// lease.
-	goSource := func(name string, run func(context.Context)) {
-		if cfg.Archive.URL == "" {
-			j.goRun(func() { run(ctx) })
-			return
-		}
-		j.goRun(func() { s.leased(ctx, name, time.Duration(cfg.Archive.LeaseTTL), run) })
 	}
 	for _, d := range cfg.Directories {
 		dir := source.NewDir(d, s.store, s.sources, s.log)
@@ -436,7 +436,7 @@ func (j *jobs) start(ctx context.Context, s *server, cfg *config.Config) {
 			s.log.Error("remote write is off", "err", err)
 		} else {
 			s.pushServed.Do(func() { s.pushMetrics.Register(s.reg) })
-			j.goRun(func() { pusher.Run(ctx) })
+			goSource("remote_write", pusher.Run)
 		}
 	}
 	for _, m := range append(slices.Clone(cfg.Mbox), cfg.Maildir...) {
