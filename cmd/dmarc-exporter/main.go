@@ -5,7 +5,7 @@
 //	serve (default)  read reports from the configured sources, serve /metrics
 //	parse FILE...    print every report found in the files as NDJSON
 //	check DOMAIN...  check a domain's DMARC and SPF records
-//	archive stats|check|vacuum  look after the archive
+//	archive stats|check|vacuum|copy  look after the archive, move it to PostgreSQL
 //	reports list|show           the archive's reports on a terminal
 //	export openmetrics          the report-time series, for promtool
 //	import PATH...              read mail exports (mbox, Maildir, zip) into the archive
