@@ -107,7 +107,7 @@ func (f *ReportFilter) where() (string, []any) {
 		if len(values) == 0 {
 			return
 		}
-		conds = append(conds, column+" IN ("+strings.TrimSuffix(strings.Repeat("?,", len(values)), ",")+")")
+		conds = append(conds, column+" IN ("+placeholders(len(values))+")")
 		for _, v := range values {
 			args = append(args, v)
 		}
@@ -149,6 +149,9 @@ func (f *ReportFilter) where() (string, []any) {
 	}
 	return " WHERE " + strings.Join(conds, " AND "), args
 }
+
+// placeholders is n comma-separated placeholders, for an IN list.
+func placeholders(n int) string { return strings.TrimSuffix(strings.Repeat("?,", n), ",") }
 
 // recordConds are the conditions of f's source fields on a record r.
 func (f *ReportFilter) recordConds() ([]string, []any) {

@@ -50,14 +50,14 @@ func (a *Archive) TLSReports(ctx context.Context, f ReportFilter, offset, limit 
 		args = append(args, f.Until.Unix())
 	}
 	if len(f.Reporters) > 0 {
-		conds = append(conds, "t.reporter IN ("+strings.TrimSuffix(strings.Repeat("?,", len(f.Reporters)), ",")+")")
+		conds = append(conds, "t.reporter IN ("+placeholders(len(f.Reporters))+")")
 		for _, r := range f.Reporters {
 			args = append(args, r)
 		}
 	}
 	if len(f.Domains) > 0 {
 		conds = append(conds, "EXISTS (SELECT 1 FROM tls_policies p WHERE p.report = t.id AND p.domain IN ("+
-			strings.TrimSuffix(strings.Repeat("?,", len(f.Domains)), ",")+"))")
+			placeholders(len(f.Domains))+"))")
 		for _, d := range f.Domains {
 			args = append(args, d)
 		}
@@ -196,7 +196,7 @@ func (a *Archive) FailureReports(ctx context.Context, f ReportFilter, offset, li
 		values []string
 	}{{"domain", f.Domains}, {"reporter", f.Reporters}} {
 		if len(set.values) > 0 {
-			conds = append(conds, set.column+" IN ("+strings.TrimSuffix(strings.Repeat("?,", len(set.values)), ",")+")")
+			conds = append(conds, set.column+" IN ("+placeholders(len(set.values))+")")
 			for _, v := range set.values {
 				args = append(args, v)
 			}

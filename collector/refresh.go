@@ -14,12 +14,7 @@ import (
 func (s *Store) Refresh() error {
 	s.saveMu.Lock()
 	defer s.saveMu.Unlock()
-	byName := map[string]*family{}
-	for _, f := range families {
-		if f.stored {
-			byName[f.name] = f
-		}
-	}
+	byName := storedByName()
 	archived := totals{}
 	if err := s.arc.Totals(func(name, key string, v uint64) {
 		if f := byName[name]; f != nil {

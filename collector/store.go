@@ -147,12 +147,7 @@ func (s *Store) load() error {
 	if s.created, err = s.arc.Created(s.opts.Now()); err != nil {
 		return err
 	}
-	byName := map[string]*family{}
-	for _, f := range families {
-		if f.stored {
-			byName[f.name] = f
-		}
-	}
+	byName := storedByName()
 	var unknown []string
 	err = s.arc.Totals(func(name, key string, v uint64) {
 		f := byName[name]
@@ -214,6 +209,18 @@ func (s *Store) noteLabels(t totals) {
 		setOf(s.sourceCountries, domain)[labels[3]] = struct{}{}
 		setOf(s.sourceNames, domain)[labels[4]] = struct{}{}
 	}
+}
+
+// storedByName are the stored families by metric name, as the archive's
+// totals name them.
+func storedByName() map[string]*family {
+	byName := map[string]*family{}
+	for _, f := range families {
+		if f.stored {
+			byName[f.name] = f
+		}
+	}
+	return byName
 }
 
 // setOf returns the set of key in m, created when missing.

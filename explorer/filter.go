@@ -3,6 +3,7 @@ package explorer
 import (
 	"fmt"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -69,11 +70,11 @@ func ParseQuery(v url.Values) (*Query, error) {
 		}
 	}
 	q.DMARC = v.Get("dmarc")
-	if !oneOf(q.DMARC, "", archive.DMARCAllPass, archive.DMARCAllFail, archive.DMARCMixed) {
+	if !slices.Contains([]string{"", archive.DMARCAllPass, archive.DMARCAllFail, archive.DMARCMixed}, q.DMARC) {
 		return nil, fmt.Errorf("dmarc %q: want pass, fail or mixed", q.DMARC)
 	}
 	q.Status = v.Get("status")
-	if !oneOf(q.Status, "", archive.StatusPassed, archive.StatusFailed, archive.StatusOther) {
+	if !slices.Contains([]string{"", archive.StatusPassed, archive.StatusFailed, archive.StatusOther}, q.Status) {
 		return nil, fmt.Errorf("status %q: want passed, failed or other", q.Status)
 	}
 	q.Class, q.IP = v.Get("class"), v.Get("ip")
@@ -118,15 +119,6 @@ func ParseQuery(v url.Values) (*Query, error) {
 		q.PerPage = n
 	}
 	return q, nil
-}
-
-func oneOf(s string, set ...string) bool {
-	for _, v := range set {
-		if s == v {
-			return true
-		}
-	}
-	return false
 }
 
 // parseDate reads YYYY-MM-DD (the end of that day when end is set) or

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 
 	"github.com/dmarc-exporter/dmarc-exporter/archive"
@@ -80,7 +81,7 @@ func (v *reportsView) PageLink(n int) string {
 }
 
 // Selected tells whether a domain or reporter is in the filter.
-func (v *reportsView) Selected(list []string, value string) bool { return oneOf(value, list...) }
+func (v *reportsView) Selected(list []string, value string) bool { return slices.Contains(list, value) }
 
 // Link is the report list with this filter, for the "share" link.
 func (v *reportsView) Link() string { return v.e.link("/reports", v.Q.values(true)) }
@@ -270,7 +271,7 @@ func (v *sourcesView) AddressReportsLink(ip string) string {
 }
 
 // Selected tells whether a domain is in the filter.
-func (v *sourcesView) Selected(list []string, value string) bool { return oneOf(value, list...) }
+func (v *sourcesView) Selected(list []string, value string) bool { return slices.Contains(list, value) }
 
 func (e *Explorer) sourcesPage(w http.ResponseWriter, r *http.Request) {
 	q, ok := e.query(w, r)

@@ -194,11 +194,8 @@ func (p *Pusher) send(ctx context.Context, job *pending) error {
 	if job.Created == 0 { // written down by a build before Created
 		created = p.now()
 	}
-	series := NewSeries(time.Time{}, time.Time{})
-	if err := p.arc.RecordGroups(ctx, archive.GroupFilter{AfterID: job.After, UpToID: job.UpTo}, func(g archive.RecordGroup) error {
-		series.Add(g)
-		return nil
-	}); err != nil {
+	series, err := FromArchive(ctx, p.arc, archive.GroupFilter{AfterID: job.After, UpToID: job.UpTo}, time.Time{}, time.Time{})
+	if err != nil {
 		return err
 	}
 	// A sample must be at least an hour inside the receiver's window,

@@ -1,6 +1,7 @@
 package history
 
 import (
+	"context"
 	"time"
 
 	"github.com/dmarc-exporter/dmarc-exporter/archive"
@@ -57,6 +58,17 @@ func NewSeries(from, until time.Time) *Series {
 		s.values[f.Name] = map[string]map[day]uint64{}
 	}
 	return s
+}
+
+// FromArchive reads the series of the reports f selects, keeping the
+// days in [from, until) (zero keeps all).
+func FromArchive(ctx context.Context, arc *archive.Archive, f archive.GroupFilter, from, until time.Time) (*Series, error) {
+	s := NewSeries(from, until)
+	err := arc.RecordGroups(ctx, f, func(g archive.RecordGroup) error {
+		s.Add(g)
+		return nil
+	})
+	return s, err
 }
 
 // Add adds a record group's messages to its days.

@@ -46,11 +46,8 @@ func (c *exportCmd) run(stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer arc.Close()
-	series := history.NewSeries(from, until)
-	if err := arc.RecordGroups(context.Background(), archive.GroupFilter{From: from, Until: until}, func(g archive.RecordGroup) error {
-		series.Add(g)
-		return nil
-	}); err != nil {
+	series, err := history.FromArchive(context.Background(), arc, archive.GroupFilter{From: from, Until: until}, from, until)
+	if err != nil {
 		fmt.Fprintf(stderr, "dmarc-exporter: %v\n", err)
 		return 1
 	}

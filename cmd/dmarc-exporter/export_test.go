@@ -44,11 +44,8 @@ func TestExportOpenMetrics(t *testing.T) {
 	}
 	defer arc.Close()
 	want := map[time.Time]map[string]uint64{} // day -> domain -> messages
-	series := history.NewSeries(time.Time{}, time.Now().UTC().Truncate(24*time.Hour))
-	if err := arc.RecordGroups(context.Background(), archive.GroupFilter{}, func(g archive.RecordGroup) error {
-		series.Add(g)
-		return nil
-	}); err != nil {
+	series, err := history.FromArchive(context.Background(), arc, archive.GroupFilter{}, time.Time{}, time.Now().UTC().Truncate(24*time.Hour))
+	if err != nil {
 		t.Fatal(err)
 	}
 	var total uint64

@@ -50,11 +50,8 @@ func archiveDays(t *testing.T, storage string) map[time.Time]uint64 {
 		t.Fatal(err)
 	}
 	defer arc.Close()
-	series := history.NewSeries(time.Time{}, time.Time{})
-	if err := arc.RecordGroups(context.Background(), archive.GroupFilter{}, func(g archive.RecordGroup) error {
-		series.Add(g)
-		return nil
-	}); err != nil {
+	series, err := history.FromArchive(context.Background(), arc, archive.GroupFilter{}, time.Time{}, time.Time{})
+	if err != nil {
 		t.Fatal(err)
 	}
 	days := map[time.Time]uint64{}
